@@ -1,0 +1,64 @@
+"""One exception hierarchy, each class carrying its process exit code.
+
+`cli.py` maps any `SyncdError` to `exit_code` in one place, so the codes that
+operators script against (cron wrappers, CI check jobs, alerts) cannot drift
+between commands.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes; documented in README.md ("Exit codes")."""
+
+    OK = 0
+    DRIFT = 1  # --check found changes to make
+    USAGE = 2  # argparse's own code for bad flags
+    CONFIG = 3  # configuration invalid; nothing was contacted
+    SOURCE = 4  # reading Keycloak failed; nothing was written
+    TARGET = 5  # reading LiteLLM failed; nothing was written
+    PARTIAL = 6  # some operations failed, the rest were applied
+    BRAKE = 7  # safety brake held destructive operations back
+    INTERNAL = 10  # a bug: unexpected exception
+
+
+class SyncdError(Exception):
+    """Base class; `exit_code` says how the process ends and `stage` feeds metrics."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL
+    stage: str = "internal"
+
+
+class ConfigError(SyncdError):
+    """Bad configuration: raised before any network call."""
+
+    exit_code = ExitCode.CONFIG
+    stage = "config"
+
+
+class SourceReadError(SyncdError):
+    """Keycloak could not be read completely; the run must not write anything."""
+
+    exit_code = ExitCode.SOURCE
+    stage = "keycloak"
+
+
+class TargetReadError(SyncdError):
+    """LiteLLM could not be read completely; the run must not write anything."""
+
+    exit_code = ExitCode.TARGET
+    stage = "litellm"
+
+
+class TargetWriteError(SyncdError):
+    """One LiteLLM write failed; recorded per operation, the run goes on."""
+
+    exit_code = ExitCode.PARTIAL
+    stage = "apply"
+
+    def __init__(self, message: str, *, status: int | None = None, kind: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind

@@ -1,0 +1,407 @@
+"""The pure planner: (desired, actual, policy) -> Plan. No I/O, no clock.
+
+Like ldap2pg's diff, it looks at *all* LiteLLM teams to create and adopt, but
+only at *managed* ones (syncd's marker) to change or remove, so teams made by
+hand are never touched. Time comes in through `Policy.now`, which keeps the
+function deterministic and the grace periods testable.
+
+Rules, in the words a security team uses:
+- a member who left a group is removed from its team, and their keys bound to
+  that team are deleted (as recent LiteLLM's member_delete does itself);
+- a departed user (disabled, deleted, or in no managed group) gets LiteLLM's
+  kill switch (``scim_active: false``) and every unblocked key blocked with
+  syncd's marker; under the ``delete`` policy the keys (and optionally the
+  user) are deleted once the grace period has run out;
+- a returning user gets the kill switch lifted and only syncd-blocked keys back;
+- a managed team whose group is gone or deselected is blocked, its members
+  leave it; under ``delete`` it is deleted after the grace period;
+- never touched: unmanaged teams, proxy admins, ``default_user_id``, keys
+  without a user, and users on the ignore list.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from syncd.model import (
+    ARCHIVED_AT,
+    BLOCKED_AT,
+    DEFAULT_USER_ID,
+    GROUP_PATH,
+    KEY_BLOCKED,
+    MANAGED,
+    PROXY_ADMIN_ROLES,
+    SCIM_ACTIVE,
+    Actual,
+    Desired,
+    DesiredTeam,
+    Key,
+    Role,
+    Team,
+    User,
+)
+from syncd.operations import (
+    AddMember,
+    BlockKey,
+    BlockTeam,
+    BlockUser,
+    ChangeMemberRole,
+    CreateTeam,
+    CreateUser,
+    DeleteKey,
+    DeleteTeam,
+    DeleteUser,
+    Operation,
+    RemoveMember,
+    UnblockKey,
+    UnblockTeam,
+    UnblockUser,
+    UpdateTeam,
+    UpdateUserMetadata,
+)
+
+
+@dataclass(frozen=True)
+class Policy:
+    now: datetime
+    adopt_existing: bool = False
+    enterprise_license: bool = False
+    departure_policy: Literal["block", "delete"] = "block"
+    departure_grace: timedelta = timedelta(days=30)
+    delete_users: bool = False
+    removed_team_policy: Literal["block", "delete"] = "block"
+    removed_team_grace: timedelta = timedelta(days=30)
+    ignore_users: frozenset[str] = frozenset()  # LiteLLM user ids or emails
+    max_destructive_ops: int = 25
+    max_destructive_fraction: float = 0.10
+    brake_released: bool = False  # --force: lift the brake for one run
+
+
+@dataclass(frozen=True)
+class Skipped:
+    team: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    operations: tuple[Operation, ...]
+    held_back: tuple[Operation, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
+    warnings: tuple[str, ...] = ()
+    managed_memberships: int = 0
+    brake_reason: str | None = None
+
+    @property
+    def braked(self) -> bool:
+        return bool(self.held_back)
+
+    @property
+    def destructive_count(self) -> int:
+        return sum(op.DESTRUCTIVE for op in self.operations) + len(self.held_back)
+
+    def __bool__(self) -> bool:
+        return bool(self.operations or self.held_back)
+
+
+def _stamp(now: datetime) -> str:
+    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_stamp(value: Any) -> datetime | None:
+    """Read back a clock syncd wrote; anything unreadable counts as "just now",
+    so a corrupted stamp delays a deletion instead of hastening it."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _grace_over(stamp: Any, now: datetime, grace: timedelta) -> bool:
+    when = parse_stamp(stamp)
+    return when is not None and now - when >= grace
+
+
+class _Planner:
+    def __init__(self, desired: Desired, actual: Actual, policy: Policy) -> None:
+        self.desired = desired
+        self.actual = actual
+        self.policy = policy
+        self.now = _stamp(policy.now)
+        self.ops: list[Operation] = []
+        self.skipped: list[Skipped] = []
+        self.warnings: list[str] = []
+        self.keys_by_user: dict[str, list[Key]] = defaultdict(list)
+        for key in actual.keys.values():
+            if key.user_id:
+                self.keys_by_user[key.user_id].append(key)
+        # Keys deleted by this plan are not also blocked or unblocked.
+        self.revoked: set[str] = set()
+
+    # -- protection -------------------------------------------------------
+    def protected(self, user_id: str) -> bool:
+        if user_id == DEFAULT_USER_ID or user_id in self.policy.ignore_users:
+            return True
+        user = self.actual.users.get(user_id)
+        if user is None:
+            return False
+        if user.role in PROXY_ADMIN_ROLES:
+            return True
+        return bool(user.email and user.email in self.policy.ignore_users)
+
+    def effective_role(self, role: Role) -> Role:
+        return role if self.policy.enterprise_license else "user"
+
+    # -- teams ------------------------------------------------------------
+    def plan_teams(self) -> None:
+        demoted = 0
+        for team_id in sorted(self.desired.teams):
+            want = self.desired.teams[team_id]
+            have = self.actual.teams.get(team_id)
+            if have is not None and not have.managed and not self.policy.adopt_existing:
+                self.skipped.append(
+                    Skipped(team_id, "a team with this id exists without syncd's marker "
+                            "(set teams.adopt_existing to take it over)")
+                )
+                continue
+            demoted += sum(
+                1 for r in want.members.values() if r == "admin" and self.effective_role(r) != r
+            )
+            metadata_extra = {MANAGED: True, GROUP_PATH: want.path}
+            if have is None:
+                self.ops.append(CreateTeam(team_id, want.alias, want.settings, metadata_extra))
+                self.plan_members(want, {})
+                continue
+            self.plan_team_update(want, have)
+            self.plan_members(want, have.members)
+        if demoted:
+            self.warnings.append(
+                f"{demoted} team admin membership(s) are synced as role 'user': LiteLLM "
+                "refuses team admins without an enterprise licence "
+                "(set litellm.enterprise_license: true if you have one)"
+            )
+        for team_id in sorted(self.actual.managed_teams):
+            if team_id not in self.desired.teams:
+                self.plan_removed_team(self.actual.teams[team_id])
+
+    def plan_team_update(self, want: DesiredTeam, have: Team) -> None:
+        changes: list[tuple[str, Any, Any]] = []
+        if have.alias != want.alias:
+            changes.append(("team_alias", have.alias, want.alias))
+        changes.extend(want.settings.drift_from(have.settings))
+        metadata = dict(have.metadata)
+        metadata.update({MANAGED: True, GROUP_PATH: want.path})
+        archived = metadata.pop(ARCHIVED_AT, None) is not None
+        if archived and have.blocked:
+            # The group is back: lift syncd's own archival (it also rewrites metadata).
+            self.ops.append(UnblockTeam(have.team_id, metadata))
+        elif metadata != dict(have.metadata):
+            changes.append(("metadata", _syncd_part(have.metadata), _syncd_part(metadata)))
+        if changes:
+            self.ops.append(UpdateTeam(have.team_id, tuple(changes), metadata))
+
+    def plan_members(self, want: DesiredTeam, have: Mapping[str, Role]) -> None:
+        for user_id in sorted(want.members):
+            role = self.effective_role(want.members[user_id])
+            if user_id not in have:
+                email = self.desired.users[user_id].email if user_id in self.desired.users else None
+                self.ops.append(AddMember(want.team_id, user_id, role, email))
+            elif have[user_id] != role:
+                self.ops.append(ChangeMemberRole(want.team_id, user_id, have[user_id], role))
+        for user_id in sorted(have):
+            if user_id not in want.members and not self.protected(user_id):
+                reason = "left the group" if user_id in self.desired.users else "departed"
+                self.ops.append(RemoveMember(want.team_id, user_id, reason))
+        self.revoke_team_keys(want.team_id, set(want.members), "left the team")
+
+    def revoke_team_keys(self, team_id: str, members: set[str], reason: str) -> None:
+        """Delete keys bound to a team whose owner is not (or no longer) a member.
+
+        Recent LiteLLM deletes these inside member_delete; older versions keep
+        them, and a crash between the two calls can leave them too.
+        """
+        for key in sorted(self.actual.keys.values(), key=lambda k: k.token):
+            if key.team_id != team_id or not key.user_id:
+                continue
+            if key.user_id in members or self.protected(key.user_id):
+                continue
+            self.revoked.add(key.token)
+            self.ops.append(DeleteKey(key.token, key.user_id, team_id, key.label, reason))
+
+    def plan_removed_team(self, team: Team) -> None:
+        reason = "group deleted in Keycloak or no longer selected"
+        archived_at = team.metadata.get(ARCHIVED_AT)
+        if self.policy.removed_team_policy == "delete" and _grace_over(
+            archived_at, self.policy.now, self.policy.removed_team_grace
+        ):
+            self.ops.append(DeleteTeam(team.team_id, f"{reason}; archived since {archived_at}"))
+            return
+        for user_id in sorted(team.members):
+            if not self.protected(user_id):
+                self.ops.append(RemoveMember(team.team_id, user_id, "team archived"))
+        self.revoke_team_keys(team.team_id, set(), "team archived")
+        if not team.blocked or archived_at is None:
+            metadata = dict(team.metadata)
+            metadata.setdefault(ARCHIVED_AT, self.now)
+            self.ops.append(BlockTeam(team.team_id, reason, metadata))
+
+    # -- users ------------------------------------------------------------
+    def plan_users(self) -> None:
+        # Members of every selected group count as present, including groups
+        # skipped for a conflict: a config problem must not read as departures.
+        wanted = self.desired.users
+        for user_id in sorted(wanted):
+            if user_id not in self.actual.users:
+                u = self.desired.users[user_id]
+                self.ops.append(CreateUser(user_id, u.email, u.username))
+        for user_id in sorted(self.actual.users):
+            user = self.actual.users[user_id]
+            if self.protected(user_id):
+                continue
+            if user_id in wanted:
+                self.plan_active_user(user)
+            elif user.managed or self.in_managed_team(user_id):
+                self.plan_departed_user(user)
+
+    def in_managed_team(self, user_id: str) -> bool:
+        return any(user_id in t.members for t in self.actual.managed_teams.values())
+
+    def plan_active_user(self, user: User) -> None:
+        metadata = dict(user.metadata)
+        metadata[MANAGED] = True
+        was_blocked = metadata.pop(BLOCKED_AT, None) is not None
+        if metadata.get(SCIM_ACTIVE) is False:
+            metadata[SCIM_ACTIVE] = True
+            was_blocked = True
+        if was_blocked:
+            self.ops.append(UnblockUser(user.user_id, metadata))
+        elif metadata != dict(user.metadata):
+            self.ops.append(UpdateUserMetadata(user.user_id, metadata))
+        for key in self.keys_by_user.get(user.user_id, []):
+            if key.blocked_by_syncd and key.token not in self.revoked:
+                key_meta = {k: v for k, v in key.metadata.items() if k not in _KEY_MARKERS}
+                self.ops.append(
+                    UnblockKey(key.token, user.user_id, key.label, key.blocked, key_meta)
+                )
+
+    def plan_departed_user(self, user: User) -> None:
+        keys = [k for k in self.keys_by_user.get(user.user_id, []) if k.token not in self.revoked]
+        blocked_at = user.metadata.get(BLOCKED_AT)
+        if self.policy.departure_policy == "delete" and _grace_over(
+            blocked_at, self.policy.now, self.policy.departure_grace
+        ):
+            reason = f"departed; blocked since {blocked_at}, grace period over"
+            if self.policy.delete_users:
+                self.ops.append(DeleteUser(user.user_id, reason))
+                return
+            for key in sorted(keys, key=lambda k: k.token):
+                self.ops.append(DeleteKey(key.token, user.user_id, key.team_id, key.label, reason))
+            return
+        reason = "departed: disabled, deleted, or in no managed group"
+        if not (user.kill_switch_on and user.blocked_by_syncd):
+            metadata = dict(user.metadata)
+            metadata[MANAGED] = True
+            metadata[SCIM_ACTIVE] = False
+            metadata.setdefault(BLOCKED_AT, self.now)
+            self.ops.append(BlockUser(user.user_id, reason, metadata))
+        for key in sorted(keys, key=lambda k: k.token):
+            if key.blocked:
+                continue  # blocked by syncd already, or by an administrator: leave as is
+            key_meta = dict(key.metadata)
+            key_meta[KEY_BLOCKED] = True
+            key_meta[BLOCKED_AT] = self.now
+            self.ops.append(
+                BlockKey(key.token, user.user_id, key.team_id, key.label, reason, key_meta)
+            )
+
+    def managed_memberships(self) -> int:
+        return sum(
+            1
+            for t in self.actual.managed_teams.values()
+            for uid in t.members
+            if not self.protected(uid)
+        )
+
+
+_KEY_MARKERS = frozenset({KEY_BLOCKED, BLOCKED_AT})
+
+
+def _syncd_part(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The metadata keys syncd owns, for showing a change without other keys' values."""
+    return {k: v for k, v in metadata.items() if k.startswith("syncd_")}
+
+
+def _dedupe(ops: Iterable[Operation]) -> list[Operation]:
+    seen: set[tuple[Any, ...]] = set()
+    out: list[Operation] = []
+    for op in ops:
+        marker = op.sort_key()
+        if marker in seen:
+            continue
+        seen.add(marker)
+        out.append(op)
+    return out
+
+
+def make_plan(desired: Desired, actual: Actual, policy: Policy) -> Plan:
+    """Compute every change that makes LiteLLM match Keycloak, then apply the brake."""
+    planner = _Planner(desired, actual, policy)
+    planner.plan_teams()
+    planner.plan_users()
+    ops = sorted(_dedupe(planner.ops), key=lambda op: op.sort_key())
+    memberships = planner.managed_memberships()
+    destructive = [op for op in ops if op.DESTRUCTIVE]
+    reason = brake_reason(len(destructive), memberships, policy)
+    if reason and not policy.brake_released:
+        kept = tuple(op for op in ops if not op.DESTRUCTIVE)
+        return Plan(
+            kept,
+            tuple(destructive),
+            tuple(planner.skipped),
+            tuple(planner.warnings),
+            memberships,
+            reason,
+        )
+    return Plan(tuple(ops), (), tuple(planner.skipped), tuple(planner.warnings), memberships)
+
+
+def brake_reason(destructive: int, memberships: int, policy: Policy) -> str | None:
+    """Why the brake engages, or None. "At" a threshold is allowed, "over" is not."""
+    if destructive > policy.max_destructive_ops:
+        return (
+            f"{destructive} destructive operations exceed safety.max_destructive_ops="
+            f"{policy.max_destructive_ops}"
+        )
+    limit = policy.max_destructive_fraction * memberships
+    if memberships and destructive > limit:
+        return (
+            f"{destructive} destructive operations exceed safety.max_destructive_fraction="
+            f"{policy.max_destructive_fraction:g} of {memberships} managed memberships"
+        )
+    return None
+
+
+def policy_from_settings(settings: Any, now: datetime, *, force: bool = False) -> Policy:
+    """Build the planner's policy from validated `Settings` (typed loosely to keep
+    this module free of the configuration layer's imports)."""
+    return Policy(
+        now=now,
+        adopt_existing=settings.teams.adopt_existing,
+        enterprise_license=settings.litellm.enterprise_license,
+        departure_policy=settings.departures.policy,
+        departure_grace=timedelta(days=settings.departures.grace_days),
+        delete_users=settings.departures.delete_users,
+        removed_team_policy=settings.teams.removed_policy,
+        removed_team_grace=timedelta(days=settings.teams.removed_grace_days),
+        ignore_users=frozenset(settings.departures.ignore_users),
+        max_destructive_ops=settings.safety.max_destructive_ops,
+        max_destructive_fraction=settings.safety.max_destructive_fraction,
+        brake_released=force,
+    )
