@@ -1,0 +1,225 @@
+"""The one place syncd speaks HTTP: bounded concurrency, retries, metrics.
+
+Both API clients go through `ApiClient.request`, so every request is counted
+by target, method and status, timed, and retried the same way: transient
+failures (connection errors, timeouts, 429, 502, 503, 504) with exponential
+backoff and jitter, honouring ``Retry-After``, within a per-request attempt
+limit and a per-run retry budget; anything else (400, 401, 403, 404, 422, 500)
+is returned at once for the caller to judge. Retries use tenacity rather than
+a hand-written loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import structlog
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from syncd.config import RetrySettings
+from syncd.metrics import Metrics
+
+log = structlog.get_logger("syncd.http")
+
+TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
+TRANSIENT_ERRORS = (httpx.TransportError,)  # connect, read, write, pool, timeouts, protocol
+
+
+@dataclass
+class RetryBudget:
+    """Retries left for this run; shared by both targets so a flapping API cannot
+    stretch one run indefinitely."""
+
+    remaining: int
+
+    def take(self) -> bool:
+        if self.remaining <= 0:
+            return False
+        self.remaining -= 1
+        return True
+
+
+class RequestCounter:
+    """Requests made this run, by target and read/write, for the run summary."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def add(self, target: str, method: str) -> None:
+        kind = "read" if method == "GET" else "write"
+        self.counts[(target, kind)] = self.counts.get((target, kind), 0) + 1
+
+    def total(self, target: str | None = None, kind: str | None = None) -> int:
+        return sum(
+            n
+            for (t, k), n in self.counts.items()
+            if (target is None or t == target) and (kind is None or k == kind)
+        )
+
+
+class ApiClient:
+    """An httpx.AsyncClient for one target with a semaphore, retries and metrics."""
+
+    def __init__(
+        self,
+        target: str,
+        base_url: str,
+        *,
+        verify: bool | str,
+        timeout: float,
+        concurrency: int,
+        retries: RetrySettings,
+        budget: RetryBudget,
+        metrics: Metrics,
+        counter: RequestCounter,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.target = target
+        self.client = httpx.AsyncClient(
+            base_url=base_url,
+            verify=verify,
+            timeout=timeout,
+            headers=dict(headers or {}),
+            limits=httpx.Limits(
+                max_connections=concurrency, max_keepalive_connections=concurrency
+            ),
+        )
+        self.semaphore = asyncio.Semaphore(concurrency)
+        self.retries = retries
+        self.budget = budget
+        self.metrics = metrics
+        self.counter = counter
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def __aenter__(self) -> ApiClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _wait(self, state: RetryCallState) -> float:
+        """Retry-After when the server sent one, else exponential backoff with jitter."""
+        outcome = state.outcome
+        if outcome is not None and not outcome.failed:
+            response = outcome.result()
+            retry_after = response.headers.get("retry-after") if response is not None else None
+            if retry_after:
+                try:
+                    return min(float(retry_after), self.retries.max_backoff_seconds)
+                except ValueError:
+                    pass
+        backoff = wait_exponential_jitter(
+            initial=self.retries.initial_backoff_seconds,
+            max=self.retries.max_backoff_seconds,
+            jitter=self.retries.initial_backoff_seconds,
+        )
+        return float(backoff(state))
+
+    def _should_retry(self, state: RetryCallState) -> bool:
+        outcome = state.outcome
+        if outcome is None:
+            return False
+        if outcome.failed:
+            transient = isinstance(outcome.exception(), TRANSIENT_ERRORS)
+        else:
+            transient = outcome.result().status_code in TRANSIENT_STATUS
+        if not transient or not self.budget.take():
+            return False
+        self.metrics.http_retries.labels(target=self.target).inc()
+        log.info(
+            "http_retry",
+            target=self.target,
+            attempt=state.attempt_number,
+            error=_describe_outcome(state),
+        )
+        return True
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | list[tuple[str, Any]] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """Send one request (retrying transient failures); raise httpx.TransportError
+        when the last attempt could not reach the server at all."""
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.retries.max_attempts),
+            wait=self._wait,
+            retry=self._should_retry,
+            retry_error_callback=_last_outcome,
+        )
+        result: httpx.Response = await retrying(
+            self._send, method, path, params=params, json=json, headers=headers
+        )
+        return result
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | list[tuple[str, Any]] | None,
+        json: Any,
+        headers: Mapping[str, str] | None,
+    ) -> httpx.Response:
+        async with self.semaphore:
+            self.counter.add(self.target, method)
+            start = time.perf_counter()
+            status = "error"
+            try:
+                response = await self.client.request(
+                    method, path, params=params, json=json, headers=headers
+                )
+                status = str(response.status_code)
+                return response
+            finally:
+                self.metrics.http_requests.labels(
+                    target=self.target, method=method, status=status
+                ).inc()
+                self.metrics.http_duration.labels(target=self.target, method=method).observe(
+                    time.perf_counter() - start
+                )
+
+
+def _last_outcome(state: RetryCallState) -> Any:
+    """Out of attempts: hand back the last response, or raise the last error."""
+    assert state.outcome is not None
+    return state.outcome.result()
+
+
+def _describe_outcome(state: RetryCallState) -> str:
+    outcome = state.outcome
+    if outcome is None:
+        return ""
+    if outcome.failed:
+        exc = outcome.exception()
+        return f"{type(exc).__name__}: {exc}"
+    return f"HTTP {outcome.result().status_code}"
+
+
+def describe_transport_error(exc: BaseException) -> str:
+    """A person-readable reason for a failure to reach a server (TLS, DNS, refused)."""
+    text = str(exc) or type(exc).__name__
+    lowered = text.lower()
+    if "certificate" in lowered or "ssl" in lowered:
+        return f"TLS error ({text}); check verify_tls / ca_bundle"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out ({type(exc).__name__})"
+    if isinstance(exc, httpx.ConnectError):
+        return f"cannot connect ({text})"
+    return f"{type(exc).__name__}: {text}"

@@ -1,0 +1,115 @@
+"""One Prometheus registry for everything syncd exports.
+
+Names are a contract with the alerts in helm/ and the Grafana dashboard (a
+test checks every query there against this registry), so rename nothing
+casually. Labels carry only bounded, non-identifying values: results, stages,
+operation kinds, HTTP methods and status codes, never user ids, emails or keys.
+"""
+
+from __future__ import annotations
+
+import platform
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+)
+
+from syncd import __version__
+
+RUN_RESULTS = ("success", "failure", "partial", "braked")
+ERROR_STAGES = ("config", "keycloak", "litellm", "apply", "internal")
+
+# The *_created series double the series count and no alert or dashboard uses them.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+
+class Metrics:
+    """All metric objects, bound to one registry (a fresh one per test or run)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.runs = Counter(
+            "syncd_runs", "Sync runs by result.", ["result"], registry=r
+        )
+        self.run_duration = Histogram(
+            "syncd_run_duration_seconds",
+            "Wall time of a sync run.",
+            buckets=(0.5, 1, 2.5, 5, 10, 15, 30, 60, 120, 300, 600),
+            registry=r,
+        )
+        self.last_run = Gauge(
+            "syncd_last_run_timestamp_seconds", "When the last run ended (Unix time).", registry=r
+        )
+        self.last_success = Gauge(
+            "syncd_last_success_timestamp_seconds",
+            "When the last fully successful run ended (Unix time).",
+            registry=r,
+        )
+        self.changes = Counter(
+            "syncd_changes", "Operations applied successfully, by kind.", ["operation"], registry=r
+        )
+        self.operation_failures = Counter(
+            "syncd_operation_failures", "Operations that failed, by kind.", ["operation"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "syncd_errors", "Errors by stage (keycloak, litellm, apply, config, internal).",
+            ["stage"], registry=r,
+        )
+        self.brake_engaged = Gauge(
+            "syncd_brake_engaged",
+            "1 when the last plan held destructive operations back, else 0.",
+            registry=r,
+        )
+        self.held_back = Gauge(
+            "syncd_held_back_operations",
+            "Destructive operations the safety brake held back in the last run.",
+            registry=r,
+        )
+        self.managed_teams = Gauge(
+            "syncd_managed_teams", "Teams syncd manages after the last run.", registry=r
+        )
+        self.managed_members = Gauge(
+            "syncd_managed_members", "Memberships in managed teams after the last run.",
+            registry=r,
+        )
+        self.pending_changes = Gauge(
+            "syncd_pending_changes", "Operations the last plan found to make.", registry=r
+        )
+        self.consecutive_failures = Gauge(
+            "syncd_consecutive_failures", "Failed runs since the last success.", registry=r
+        )
+        self.overruns = Counter(
+            "syncd_run_overruns",
+            "Scheduled runs skipped because the previous run was still going.",
+            registry=r,
+        )
+        self.http_requests = Counter(
+            "syncd_http_requests",
+            "HTTP requests made, by target (keycloak, litellm), method and status.",
+            ["target", "method", "status"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "syncd_http_request_duration_seconds",
+            "HTTP request latency by target and method.",
+            ["target", "method"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.http_retries = Counter(
+            "syncd_http_retries", "HTTP requests retried after a transient error.", ["target"],
+            registry=r,
+        )
+        self.build = Info("syncd_build", "Version of syncd and Python.", registry=r)
+        self.build.info({"version": __version__, "python": platform.python_version()})
+        for result in RUN_RESULTS:
+            self.runs.labels(result=result)
+        for stage in ERROR_STAGES:
+            self.errors.labels(stage=stage)
