@@ -1,0 +1,115 @@
+"""Command line: arguments, exit codes, wiring. No HTTP here.
+
+    syncd [--config FILE]                      run as a daemon (scheduled syncs)
+    syncd --once [--dry-run | --check] [--json] [--force] [--push-metrics]
+    syncd validate [--config FILE]             check the configuration and exit
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+
+from syncd import __version__
+from syncd.config import Settings, load_settings
+from syncd.errors import ConfigError, ExitCode
+from syncd.logs import configure
+from syncd.metrics import Metrics
+from syncd.report import plan_json, render_plan, summary_line
+from syncd.sync import Mode, RunOutcome, run_sync
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="syncd",
+        description="Make Keycloak groups the source of truth for LiteLLM teams.",
+        epilog="Exit codes: 0 ok, 1 drift (--check), 2 usage, 3 configuration, "
+        "4 Keycloak read failed, 5 LiteLLM read failed, 6 partial apply, "
+        "7 safety brake engaged, 10 internal error.",
+    )
+    p.add_argument("command", nargs="?", choices=("run", "validate"), default="run",
+                   help="run (default) or validate the configuration only")
+    p.add_argument("-c", "--config", help="YAML configuration file (default: $SYNCD_CONFIG)")
+    p.add_argument("--once", action="store_true", help="run one sync and exit (for cron)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true",
+                      help="print the plan, write nothing (implies --once)")
+    mode.add_argument("--check", action="store_true",
+                      help="exit 1 if there is drift, write nothing (implies --once)")
+    p.add_argument("--json", action="store_true", help="print the plan and summary as JSON")
+    p.add_argument("--force", action="store_true",
+                   help="lift the safety brake for this run")
+    p.add_argument("--push-metrics", action="store_true",
+                   help="--once: push run metrics to pushgateway.url")
+    p.add_argument("--version", action="version", version=f"syncd {__version__}")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"syncd: {exc}", file=sys.stderr)
+        return ExitCode.CONFIG
+    configure(settings.logging.level, settings.logging.format)
+    if args.command == "validate":
+        print("configuration is valid")
+        return ExitCode.OK
+    if args.once or args.dry_run or args.check:
+        mode: Mode = "dry-run" if args.dry_run else "check" if args.check else "apply"
+        return run_once(settings, mode, force=args.force, as_json=args.json,
+                        push=args.push_metrics)
+    from syncd.service import serve  # the daemon's imports are not needed for --once
+
+    return serve(settings)
+
+
+def run_once(settings: Settings, mode: Mode, *, force: bool, as_json: bool, push: bool) -> int:
+    metrics = Metrics()
+    outcome = asyncio.run(run_sync(settings, mode=mode, force=force, metrics=metrics))
+    print_outcome(outcome, as_json=as_json)
+    if push and mode == "apply":
+        from syncd.service import push_metrics
+
+        push_metrics(settings, metrics)
+    return int(outcome.exit_code)
+
+
+def print_outcome(outcome: RunOutcome, *, as_json: bool) -> None:
+    names = outcome.names
+    if as_json:
+        doc = {
+            "run_id": outcome.run_id,
+            "result": outcome.result,
+            "exit_code": int(outcome.exit_code),
+            "error": outcome.error,
+            "summary": outcome.stats,
+            "plan": plan_json(outcome.plan, names) if outcome.plan else None,
+            "failed": [
+                {"op": op.KIND, "error": err} for op, err in
+                (outcome.applied.failed if outcome.applied else [])
+            ],
+            "warnings": outcome.warnings,
+        }
+        print(json.dumps(doc, indent=2, sort_keys=True, default=str))
+        return
+    if outcome.plan is not None:
+        print(render_plan(outcome.plan, names))
+    if outcome.applied and outcome.applied.failed:
+        print(f"\n{len(outcome.applied.failed)} operation(s) failed:")
+        for op, err in outcome.applied.failed:
+            print(f"  {op.KIND}: {err}")
+    for w in outcome.warnings:
+        if outcome.plan is None or w not in outcome.plan.warnings:
+            print(f"Warning: {w}")
+    if outcome.error:
+        print(f"\nError: {outcome.error}", file=sys.stderr)
+    print(summary_line(outcome.stats))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,392 @@
+"""Reading Keycloak into the desired state: groups, selection, members, settings.
+
+The service account logs in with python-keycloak (client credentials); the
+admin REST reads then go through syncd's own HTTP client with one shared token,
+explicit paging (``/children`` pages only 10 by default, and python-keycloak's
+``get_groups(query=...)`` leaks paging into child fetches) and bounded
+concurrency. Any failure raises `SourceReadError` naming the call and the
+likely cause, and nothing downstream writes: unknown is not empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import structlog
+from keycloak import KeycloakOpenID
+from keycloak.exceptions import (
+    KeycloakAuthenticationError,
+    KeycloakConnectionError,
+    KeycloakError,
+)
+
+from syncd.config import Settings, TeamSettingsSpec
+from syncd.errors import SourceReadError
+from syncd.http import ApiClient, describe_transport_error
+from syncd.model import Desired, DesiredTeam, DesiredUser, Role, TeamSettings
+
+log = structlog.get_logger("syncd.keycloak")
+
+SERVICE_ACCOUNT_PREFIX = "service-account-"
+_SETTING_FIELDS = ("models", "max_budget", "budget_duration", "tpm_limit", "rpm_limit")
+
+
+@dataclass
+class Group:
+    id: str
+    name: str
+    path: str
+    parent_id: str | None
+    attributes: Mapping[str, list[str]]
+    sub_group_count: int
+    children: list[Group] = field(default_factory=list)
+
+    def descendants(self) -> Iterable[Group]:
+        for child in self.children:
+            yield child
+            yield from child.descendants()
+
+
+@dataclass(frozen=True)
+class Member:
+    id: str
+    username: str
+    email: str | None
+    enabled: bool
+
+
+class TokenProvider:
+    """One access token shared by all concurrent reads.
+
+    python-keycloak's async calls each refresh on their own, which turns a
+    burst of concurrent reads into a burst of token requests; here the first
+    caller refreshes under a lock and the rest reuse its token.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        kc = settings.keycloak
+        self._openid = KeycloakOpenID(
+            server_url=kc.url + "/",
+            realm_name=kc.realm,
+            client_id=kc.client_id,
+            client_secret_key=kc.secret(),
+            verify=kc.httpx_verify(),
+            timeout=int(kc.timeout_seconds) or 1,
+        )
+        self._client_id = kc.client_id
+        self._realm = kc.realm
+        self._url = kc.url
+        self._token: str | None = None
+        self._expires_at = 0.0
+        self._lock = asyncio.Lock()
+        self.fetched = 0
+
+    async def aclose(self) -> None:
+        await self._openid.connection.aclose()
+
+    async def get(self, *, stale: str | None = None) -> str:
+        """A valid token; `stale` is one the server just rejected with 401."""
+        async with self._lock:
+            fresh = self._token is not None and time.monotonic() < self._expires_at
+            if fresh and self._token != stale:
+                assert self._token is not None
+                return self._token
+            self._token = await self._fetch()
+            return self._token
+
+    async def _fetch(self) -> str:
+        where = f"Keycloak token request for client '{self._client_id}' in realm '{self._realm}'"
+        try:
+            reply = await self._openid.a_token(grant_type="client_credentials")
+        except KeycloakAuthenticationError as exc:
+            raise SourceReadError(
+                f"{where} failed: authentication refused (HTTP {exc.response_code}); "
+                "check keycloak.client_id and the client secret"
+            ) from None
+        except KeycloakConnectionError as exc:
+            cause = exc.__cause__ or exc
+            raise SourceReadError(
+                f"{where} failed: {describe_transport_error(cause)} at {self._url}"
+            ) from None
+        except KeycloakError as exc:
+            raise SourceReadError(
+                f"{where} failed: HTTP {exc.response_code}: {_short(exc.error_message)} "
+                "(is the realm right, and does the client have service accounts enabled?)"
+            ) from None
+        token = reply.get("access_token") if isinstance(reply, dict) else None
+        if not isinstance(token, str):
+            raise SourceReadError(f"{where} returned no access_token")
+        self.fetched += 1
+        lifetime = float(reply.get("expires_in") or 60)
+        self._expires_at = time.monotonic() + lifetime * 0.9
+        return token
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class KeycloakReader:
+    """Reads the realm's groups and the members of the selected ones."""
+
+    def __init__(self, settings: Settings, api: ApiClient, tokens: TokenProvider) -> None:
+        self.settings = settings
+        self.api = api
+        self.tokens = tokens
+        self.prefix = f"/admin/realms/{settings.keycloak.realm}"
+        self.page = settings.keycloak.page_size
+        self.warnings: list[str] = []
+
+    # -- HTTP -------------------------------------------------------------
+    async def _get(self, path: str, params: Mapping[str, Any]) -> Any:
+        what = f"Keycloak GET {self.prefix}{path}"
+        token = await self.tokens.get()
+        for attempt in (1, 2):
+            try:
+                response = await self.api.request(
+                    "GET",
+                    self.prefix + path,
+                    params=params,
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+            except httpx.TransportError as exc:
+                raise SourceReadError(f"{what} failed: {describe_transport_error(exc)}") from None
+            if response.status_code == 401 and attempt == 1:
+                token = await self.tokens.get(stale=token)
+                continue
+            break
+        if response.status_code != 200:
+            raise SourceReadError(f"{what} failed: {self._explain(response)}")
+        try:
+            return response.json()
+        except ValueError:
+            raise SourceReadError(f"{what} returned a body that is not JSON") from None
+
+    def _explain(self, response: httpx.Response) -> str:
+        code = response.status_code
+        client = self.settings.keycloak.client_id
+        if code == 401:
+            return "HTTP 401: the token was rejected"
+        if code == 403:
+            return (
+                f"HTTP 403 forbidden: the service account of client '{client}' lacks the "
+                "realm-management role 'view-users'"
+            )
+        if code == 404:
+            return f"HTTP 404 not found (does realm '{self.settings.keycloak.realm}' exist?)"
+        return f"HTTP {code}: {_short(response.text)}"
+
+    async def _pages(self, path: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """All items of a paged listing; the page size is always explicit."""
+        items: list[dict[str, Any]] = []
+        first = 0
+        while True:
+            page = await self._get(path, {**params, "first": first, "max": self.page})
+            if not isinstance(page, list) or not all(isinstance(i, dict) for i in page):
+                raise SourceReadError(
+                    f"Keycloak GET {self.prefix}{path} returned {type(page).__name__}, "
+                    "expected a list of objects"
+                )
+            items.extend(page)
+            if len(page) < self.page:
+                return items
+            first += len(page)
+
+    # -- groups -------------------------------------------------------------
+    async def read_groups(self) -> list[Group]:
+        """The whole group tree, walked level by level with concurrent child reads."""
+        top = [
+            self._group(g, None)
+            for g in await self._pages("/groups", {"briefRepresentation": "false"})
+        ]
+        level = top
+        while level:
+            parents = [g for g in level if g.sub_group_count > 0]
+            results = await asyncio.gather(*(self._children(g) for g in parents))
+            level = [child for children in results for child in children]
+        return top
+
+    async def _children(self, parent: Group) -> list[Group]:
+        raw = await self._pages(f"/groups/{parent.id}/children", {"briefRepresentation": "false"})
+        parent.children = [self._group(g, parent) for g in raw]
+        return parent.children
+
+    def _group(self, raw: Mapping[str, Any], parent: Group | None) -> Group:
+        try:
+            gid = raw["id"]
+            name = raw["name"]
+        except KeyError as exc:
+            raise SourceReadError(f"Keycloak returned a group without {exc.args[0]!r}") from None
+        path = raw.get("path") or (f"{parent.path}/{name}" if parent else f"/{name}")
+        attributes = raw.get("attributes") or {}
+        count = raw.get("subGroupCount")
+        if count is None:  # older servers: fall back to the embedded list
+            count = len(raw.get("subGroups") or [])
+        return Group(
+            id=str(gid),
+            name=str(name),
+            path=str(path),
+            parent_id=parent.id if parent else None,
+            attributes={str(k): [str(v) for v in vs] for k, vs in attributes.items()},
+            sub_group_count=int(count),
+        )
+
+    async def read_members(self, group: Group) -> list[Member]:
+        raw = await self._pages(f"/groups/{group.id}/members", {"briefRepresentation": "true"})
+        members = []
+        for user in raw:
+            if "id" not in user or "username" not in user:
+                raise SourceReadError(
+                    f"Keycloak returned a member of {group.path} without id or username"
+                )
+            members.append(
+                Member(
+                    id=str(user["id"]),
+                    username=str(user["username"]),
+                    email=user.get("email"),
+                    enabled=user.get("enabled", True) is not False,
+                )
+            )
+        return members
+
+    # -- selection and the desired state ---------------------------------
+    def selected(self, groups: list[Group]) -> list[Group]:
+        sel = self.settings.selection
+        admin_name = self.settings.members.admin_subgroup
+        out = []
+        for group in _walk(groups):
+            if any(_under(group.path, ex) for ex in sel.exclude_paths):
+                continue
+            if admin_name and group.name == admin_name and group.parent_id is not None:
+                continue  # the admins of its parent team, not a team of its own
+            by_path = any(_under(group.path, p) for p in sel.path_prefixes)
+            by_attr = bool(sel.attribute) and _truthy(group.attributes.get(sel.attribute or ""))
+            if by_path or by_attr:
+                out.append(group)
+        return out
+
+    async def read(self) -> Desired:
+        groups = await self.read_groups()
+        selected = self.selected(groups)
+        flatten = self.settings.selection.flatten
+        admin_name = self.settings.members.admin_subgroup
+        needed: dict[str, Group] = {}
+        for group in selected:
+            needed[group.id] = group
+            for child in group.descendants() if flatten else group.children:
+                if flatten or (admin_name and child.name == admin_name):
+                    needed[child.id] = child
+        ids = sorted(needed)
+        results = await asyncio.gather(*(self.read_members(needed[i]) for i in ids))
+        members_of = dict(zip(ids, results, strict=True))
+
+        users: dict[str, DesiredUser] = {}
+        teams: dict[str, DesiredTeam] = {}
+        for group in selected:
+            roster = self._roster(group, members_of, users)
+            teams[group.id] = DesiredTeam(
+                team_id=group.id,
+                alias=group.path if self.settings.teams.alias_from == "path" else group.name,
+                path=group.path,
+                settings=self._team_settings(group),
+                members=roster,
+            )
+        return Desired(teams=teams, users=users, groups_seen=sum(1 for _ in _walk(groups)))
+
+    def _roster(
+        self,
+        group: Group,
+        members_of: Mapping[str, list[Member]],
+        users: dict[str, DesiredUser],
+    ) -> dict[str, Role]:
+        admin_name = self.settings.members.admin_subgroup
+        default_role: Role = self.settings.members.default_role
+        sources: list[tuple[Group, Role]] = [(group, default_role)]
+        subgroups = group.descendants() if self.settings.selection.flatten else group.children
+        for child in subgroups:
+            if admin_name and child.name == admin_name and child.parent_id == group.id:
+                sources.append((child, "admin"))
+            elif self.settings.selection.flatten:
+                sources.append((child, default_role))
+        admins_key = self.settings.teams.attribute_prefix + "admins"
+        admin_usernames = set(group.attributes.get(admins_key, []))
+        roster: dict[str, Role] = {}
+        for source, role in sources:
+            for member in members_of.get(source.id, []):
+                if not member.enabled or member.username.startswith(SERVICE_ACCOUNT_PREFIX):
+                    continue
+                users.setdefault(member.id, DesiredUser(member.id, member.username, member.email))
+                member_role: Role = "admin" if member.username in admin_usernames else role
+                if roster.get(member.id) != "admin":
+                    roster[member.id] = member_role
+        return roster
+
+    def _team_settings(self, group: Group) -> TeamSettings:
+        """defaults < group attributes < per-path overrides in the configuration."""
+        teams = self.settings.teams
+        result = _spec(teams.defaults)
+        from_attrs: dict[str, Any] = {}
+        for name in _SETTING_FIELDS:
+            values = group.attributes.get(teams.attribute_prefix + name)
+            if not values:
+                continue
+            try:
+                from_attrs[name] = _parse_setting(name, values)
+            except ValueError as exc:
+                self.warnings.append(
+                    f"group {group.path}: attribute {teams.attribute_prefix}{name}={values!r} "
+                    f"ignored ({exc})"
+                )
+        result = result.merged(TeamSettings(**from_attrs))
+        override = teams.overrides.get(group.path)
+        if override is not None:
+            result = result.merged(_spec(override))
+        return result
+
+
+def _spec(spec: TeamSettingsSpec) -> TeamSettings:
+    return TeamSettings(
+        models=tuple(spec.models) if spec.models is not None else None,
+        max_budget=spec.max_budget,
+        budget_duration=spec.budget_duration,
+        tpm_limit=spec.tpm_limit,
+        rpm_limit=spec.rpm_limit,
+    )
+
+
+def _parse_setting(name: str, values: list[str]) -> Any:
+    if name == "models":
+        return tuple(m.strip() for v in values for m in v.split(",") if m.strip())
+    value = values[0].strip()
+    if name == "max_budget":
+        number = float(value)
+        if number < 0:
+            raise ValueError("must not be negative")
+        return number
+    if name in ("tpm_limit", "rpm_limit"):
+        number = int(value)
+        if number < 0:
+            raise ValueError("must not be negative")
+        return number
+    TeamSettingsSpec(budget_duration=value)  # same validation as the config file
+    return value
+
+
+def _walk(groups: Iterable[Group]) -> Iterable[Group]:
+    for group in groups:
+        yield group
+        yield from group.descendants()
+
+
+def _under(path: str, prefix: str) -> bool:
+    return prefix == "/" or path == prefix or path.startswith(prefix + "/")
+
+
+def _truthy(values: list[str] | None) -> bool:
+    return bool(values) and values is not None and values[0].strip().lower() in ("true", "1", "yes")

@@ -1,0 +1,289 @@
+"""Typed client for the LiteLLM management API: full reads, one method per write.
+
+The proxy's quirks are absorbed here so the planner and applier never see
+them: three error body shapes, "already a member" and "not a member" answers
+that mean the work is done, list endpoints that page differently, and
+``metadata`` that ``/team/update`` and ``/user/update`` replace rather than
+merge (callers always send the whole dict). Every write carries
+``litellm-changed-by`` for LiteLLM's audit trail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from syncd.errors import TargetReadError, TargetWriteError
+from syncd.http import ApiClient, describe_transport_error
+from syncd.model import MANAGED, Actual, Key, Role, Team, TeamSettings, User
+
+PREMIUM_HINT = "premium"  # LiteLLM: "Assigning team admins is a premium feature"
+
+
+def error_text(response: httpx.Response) -> str:
+    """The message of any of LiteLLM's error shapes, or the raw text."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300]
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict) and "message" in err:
+            return str(err["message"])
+        detail = body.get("detail")
+        if isinstance(detail, dict):
+            return str(detail.get("error", detail))
+        if detail is not None:
+            return str(detail)[:300]
+        if isinstance(err, str):
+            return err
+    return str(body)[:300]
+
+
+def error_type(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    err = body.get("error") if isinstance(body, dict) else None
+    return str(err.get("type", "")) if isinstance(err, dict) else ""
+
+
+class LiteLLMClient:
+    def __init__(self, api: ApiClient, *, page_size: int, changed_by: str) -> None:
+        self.api = api
+        self.page_size = page_size
+        self.write_headers = {"litellm-changed-by": changed_by}
+
+    # -- reads --------------------------------------------------------------
+    async def _get(self, path: str, params: Mapping[str, Any]) -> Any:
+        what = f"LiteLLM GET {path}"
+        try:
+            response = await self.api.request("GET", path, params=params)
+        except httpx.TransportError as exc:
+            raise TargetReadError(f"{what} failed: {describe_transport_error(exc)}") from None
+        if response.status_code != 200:
+            hint = " (check litellm.api_key)" if response.status_code in (401, 403) else ""
+            raise TargetReadError(
+                f"{what} failed: HTTP {response.status_code}: {error_text(response)}{hint}"
+            )
+        try:
+            return response.json()
+        except ValueError:
+            raise TargetReadError(f"{what} returned a body that is not JSON") from None
+
+    async def _paged(
+        self,
+        path: str,
+        items_key: str,
+        pages_key: str,
+        size_param: str,
+        params: Mapping[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Read page 1, then the remaining pages concurrently."""
+
+        async def page(n: int) -> tuple[list[dict[str, Any]], int]:
+            body = await self._get(path, {**(params or {}), "page": n, size_param: self.page_size})
+            if not isinstance(body, dict):
+                raise TargetReadError(f"LiteLLM GET {path} returned {type(body).__name__}")
+            rows = body.get(items_key)
+            pages = body.get(pages_key, 1)
+            if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+                raise TargetReadError(f"LiteLLM GET {path}: '{items_key}' is not a list of objects")
+            if not isinstance(pages, int):
+                raise TargetReadError(f"LiteLLM GET {path}: '{pages_key}' is not a number")
+            return rows, pages
+
+        rows, total_pages = await page(1)
+        rest = await asyncio.gather(*(page(n) for n in range(2, total_pages + 1)))
+        for more, _ in rest:
+            rows.extend(more)
+        return rows
+
+    async def read(self) -> Actual:
+        teams_raw, users_raw, keys_raw = await asyncio.gather(
+            self._paged("/v2/team/list", "teams", "total_pages", "page_size"),
+            self._paged("/user/list", "users", "total_pages", "page_size"),
+            self._paged(
+                "/key/list", "keys", "total_pages", "size", {"return_full_object": "true"}
+            ),
+        )
+        teams = {t.team_id: t for t in map(parse_team, teams_raw)}
+        users = {u.user_id: u for u in map(parse_user, users_raw)}
+        keys = {k.token: k for k in map(parse_key, keys_raw)}
+        return Actual(teams=teams, users=users, keys=keys)
+
+    # -- writes -------------------------------------------------------------
+    async def _post(
+        self, path: str, body: Mapping[str, Any], *, ok: Sequence[str] = (), method: str = "POST"
+    ) -> httpx.Response:
+        """Send a write; a 4xx whose message contains one of `ok` counts as done."""
+        try:
+            response = await self.api.request(
+                method, path, json=dict(body), headers=self.write_headers
+            )
+        except httpx.TransportError as exc:
+            raise TargetWriteError(
+                f"{path}: {describe_transport_error(exc)}", kind="transport"
+            ) from None
+        if response.status_code < 300:
+            return response
+        text = error_text(response)
+        if 400 <= response.status_code < 500 and any(s.lower() in text.lower() for s in ok):
+            return response
+        if error_type(response) == "team_member_already_in_team" and "already" in " ".join(ok):
+            return response
+        kind = "premium" if PREMIUM_HINT in text.lower() else "http"
+        raise TargetWriteError(
+            f"{path}: HTTP {response.status_code}: {text}", status=response.status_code, kind=kind
+        )
+
+    async def create_user(self, user_id: str, email: str | None, username: str) -> None:
+        body: dict[str, Any] = {
+            "user_id": user_id,
+            "user_alias": username,
+            "user_role": "internal_user",
+            "auto_create_key": False,  # LiteLLM would otherwise mint a personal key
+            "metadata": {MANAGED: True},
+        }
+        if email:
+            body["user_email"] = email
+        await self._post("/user/new", body)
+
+    async def update_user_metadata(self, user_id: str, metadata: Mapping[str, Any]) -> None:
+        await self._post("/user/update", {"user_id": user_id, "metadata": dict(metadata)})
+
+    async def create_team(
+        self, team_id: str, alias: str, settings: TeamSettings, metadata: Mapping[str, Any]
+    ) -> None:
+        body = {"team_id": team_id, "team_alias": alias, "metadata": dict(metadata)}
+        body.update(settings.managed_items())
+        await self._post("/team/new", body)
+
+    async def update_team(
+        self, team_id: str, fields: Mapping[str, Any], metadata: Mapping[str, Any]
+    ) -> None:
+        body = {"team_id": team_id, **fields, "metadata": dict(metadata)}
+        await self._post("/team/update", body)
+
+    async def block_team(self, team_id: str, metadata: Mapping[str, Any]) -> None:
+        # Mark first: a crash in between leaves a marked, unblocked team that the
+        # next plan blocks again, never a blocked team syncd does not recognise.
+        await self._post("/team/update", {"team_id": team_id, "metadata": dict(metadata)})
+        await self._post("/team/block", {"team_id": team_id})
+
+    async def unblock_team(self, team_id: str, metadata: Mapping[str, Any]) -> None:
+        await self._post("/team/unblock", {"team_id": team_id})
+        await self._post("/team/update", {"team_id": team_id, "metadata": dict(metadata)})
+
+    async def delete_team(self, team_id: str) -> None:
+        await self._post("/team/delete", {"team_ids": [team_id]}, ok=("not found", "doesn't exist"))
+
+    async def add_members(self, team_id: str, members: Sequence[tuple[str, Role]]) -> None:
+        """One member_add for many users; already-present ones are skipped by LiteLLM."""
+        member: Any = [{"user_id": uid, "role": role} for uid, role in members]
+        if len(member) == 1:
+            member = member[0]
+        await self._post(
+            "/team/member_add",
+            {"team_id": team_id, "member": member},
+            ok=("already in team", "already a member"),
+        )
+
+    async def change_member_role(self, team_id: str, user_id: str, role: Role) -> None:
+        await self._post(
+            "/team/member_update", {"team_id": team_id, "user_id": user_id, "role": role}
+        )
+
+    async def remove_member(self, team_id: str, user_id: str) -> None:
+        await self._post(
+            "/team/member_delete",
+            {"team_id": team_id, "user_id": user_id},
+            ok=("not found in team", "not a member"),
+        )
+
+    async def delete_keys(self, tokens: Sequence[str]) -> None:
+        await self._post("/key/delete", {"keys": list(tokens)}, ok=("not found",))
+
+    async def block_key(self, token: str, metadata: Mapping[str, Any]) -> None:
+        # Marker before block, so a key blocked by syncd is always recognisable.
+        await self._post("/key/update", {"key": token, "metadata": dict(metadata)})
+        await self._post("/key/block", {"key": token})
+
+    async def unblock_key(self, token: str, unblock: bool, metadata: Mapping[str, Any]) -> None:
+        if unblock:
+            await self._post("/key/unblock", {"key": token})
+        await self._post("/key/update", {"key": token, "metadata": dict(metadata)})
+
+    async def delete_user(self, user_id: str) -> None:
+        await self._post("/user/delete", {"user_ids": [user_id]}, ok=("not found",))
+
+
+# --- parsing rows --------------------------------------------------------------
+
+
+def _req(row: Mapping[str, Any], key: str, what: str) -> str:
+    value = row.get(key)
+    if not isinstance(value, str) or not value:
+        raise TargetReadError(f"LiteLLM returned a {what} row without '{key}'")
+    return value
+
+
+def _metadata(row: Mapping[str, Any]) -> dict[str, Any]:
+    value = row.get("metadata")
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def parse_team(row: Mapping[str, Any]) -> Team:
+    team_id = _req(row, "team_id", "team")
+    members: dict[str, Role] = {}
+    for m in row.get("members_with_roles") or []:
+        if isinstance(m, dict) and isinstance(m.get("user_id"), str):
+            members[m["user_id"]] = "admin" if m.get("role") == "admin" else "user"
+    models = row.get("models")
+    return Team(
+        team_id=team_id,
+        alias=row.get("team_alias"),
+        settings=TeamSettings(
+            models=tuple(models) if isinstance(models, list) else None,
+            max_budget=_num(row.get("max_budget")),
+            budget_duration=row.get("budget_duration"),
+            tpm_limit=_int(row.get("tpm_limit")),
+            rpm_limit=_int(row.get("rpm_limit")),
+        ),
+        members=members,
+        metadata=_metadata(row),
+        blocked=row.get("blocked") is True,
+    )
+
+
+def parse_user(row: Mapping[str, Any]) -> User:
+    return User(
+        user_id=_req(row, "user_id", "user"),
+        email=row.get("user_email"),
+        role=row.get("user_role"),
+        metadata=_metadata(row),
+    )
+
+
+def parse_key(row: Mapping[str, Any]) -> Key:
+    return Key(
+        token=_req(row, "token", "key"),
+        user_id=row.get("user_id") or None,
+        team_id=row.get("team_id") or None,
+        alias=row.get("key_alias"),
+        key_name=row.get("key_name"),
+        blocked=row.get("blocked") is True,
+        metadata=_metadata(row),
+    )

@@ -1,0 +1,234 @@
+"""One sync run, from reading both sides to the last write, and its bookkeeping.
+
+Both reads run concurrently and must both finish without error before
+anything is planned; then the plan is printed (dry run, check) or applied.
+The outcome carries the exit code, the numbers for the summary line, and is
+recorded in the metrics. The daemon and ``--once`` share this one function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import structlog
+
+from syncd.apply import Applier, ApplyResult
+from syncd.config import Settings
+from syncd.errors import ExitCode, SourceReadError, SyncdError
+from syncd.http import ApiClient, RequestCounter, RetryBudget
+from syncd.keycloak import KeycloakReader, TokenProvider
+from syncd.litellm import LiteLLMClient
+from syncd.metrics import Metrics
+from syncd.model import Actual, Desired
+from syncd.plan import Plan, make_plan, policy_from_settings
+from syncd.report import Names, summary_line
+
+log = structlog.get_logger("syncd.sync")
+
+Mode = Literal["apply", "dry-run", "check"]
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    mode: Mode
+    result: str = "failure"  # success | failure | partial | braked (metrics label)
+    exit_code: ExitCode = ExitCode.INTERNAL
+    error: str | None = None
+    desired: Desired | None = None
+    actual: Actual | None = None
+    plan: Plan | None = None
+    applied: ApplyResult | None = None
+    warnings: list[str] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def names(self) -> Names:
+        if self.desired is None or self.actual is None:
+            return Names()
+        return Names.from_states(self.desired, self.actual)
+
+
+def _clients(
+    settings: Settings, metrics: Metrics, counter: RequestCounter
+) -> tuple[ApiClient, ApiClient]:
+    budget = RetryBudget(settings.retries.max_retries_per_run)
+    kc, ll = settings.keycloak, settings.litellm
+    keycloak_api = ApiClient(
+        "keycloak", kc.url, verify=kc.httpx_verify(), timeout=kc.timeout_seconds,
+        concurrency=kc.concurrency, retries=settings.retries, budget=budget,
+        metrics=metrics, counter=counter,
+    )
+    litellm_api = ApiClient(
+        "litellm", ll.url, verify=ll.httpx_verify(), timeout=ll.timeout_seconds,
+        concurrency=ll.concurrency, retries=settings.retries, budget=budget,
+        metrics=metrics, counter=counter,
+        headers={"Authorization": f"Bearer {ll.key()}"},
+    )
+    return keycloak_api, litellm_api
+
+
+async def run_sync(
+    settings: Settings,
+    *,
+    mode: Mode = "apply",
+    force: bool = False,
+    metrics: Metrics | None = None,
+    now: datetime | None = None,
+) -> RunOutcome:
+    """Run one full reconcile; never raises for expected failures (see `exit_code`)."""
+    metrics = metrics or Metrics()
+    run_id = uuid.uuid4().hex[:12]
+    outcome = RunOutcome(run_id=run_id, mode=mode)
+    counter = RequestCounter()
+    started = time.perf_counter()
+    structlog.contextvars.bind_contextvars(run_id=run_id)
+    try:
+        log.info("sync_started", mode=mode)
+        await _run(settings, outcome, counter, metrics, force, now or datetime.now(UTC))
+    except SyncdError as exc:
+        outcome.result, outcome.exit_code, outcome.error = "failure", exc.exit_code, str(exc)
+        metrics.errors.labels(stage=exc.stage).inc()
+        log.error("sync_failed", stage=exc.stage, error=str(exc))
+    except Exception as exc:  # a bug: report it, keep the daemon alive
+        outcome.result, outcome.exit_code = "failure", ExitCode.INTERNAL
+        outcome.error = f"internal error: {type(exc).__name__}: {exc}"
+        metrics.errors.labels(stage="internal").inc()
+        log.exception("sync_crashed")
+    finally:
+        duration = time.perf_counter() - started
+        outcome.stats = _stats(outcome, counter, duration)
+        if mode == "apply":
+            _record(metrics, outcome, duration)
+        log.info("sync_finished", summary=summary_line(outcome.stats), **outcome.stats)
+        structlog.contextvars.unbind_contextvars("run_id")
+    return outcome
+
+
+async def _run(
+    settings: Settings,
+    outcome: RunOutcome,
+    counter: RequestCounter,
+    metrics: Metrics,
+    force: bool,
+    now: datetime,
+) -> None:
+    keycloak_api, litellm_api = _clients(settings, metrics, counter)
+    tokens = TokenProvider(settings)
+    try:
+        reader = KeycloakReader(settings, keycloak_api, tokens)
+        target = LiteLLMClient(
+            litellm_api, page_size=settings.litellm.page_size,
+            changed_by=settings.litellm.changed_by,
+        )
+        desired, actual = await _read_both(reader, target)
+        outcome.desired, outcome.actual = desired, actual
+        outcome.warnings.extend(reader.warnings)
+        managed = actual.managed_teams
+        if not desired.teams and managed:
+            raise SourceReadError(
+                f"Keycloak returned no selected groups ({desired.groups_seen} groups in all) "
+                f"while {len(managed)} teams are managed; refusing to treat that as everyone "
+                "leaving. Check the realm and the selection settings."
+            )
+        plan = make_plan(desired, actual, policy_from_settings(settings, now, force=force))
+        outcome.plan = plan
+        outcome.warnings.extend(plan.warnings)
+        metrics.pending_changes.set(len(plan.operations) + len(plan.held_back))
+        if mode_is_readonly(outcome.mode):
+            drift = bool(plan)
+            outcome.result = "success"
+            outcome.exit_code = ExitCode.DRIFT if drift and outcome.mode == "check" else ExitCode.OK
+            return
+        applied = await Applier(target).apply(plan.operations)
+        outcome.applied = applied
+        outcome.warnings.extend(applied.warnings)
+        if applied.failed:
+            outcome.result, outcome.exit_code = "partial", ExitCode.PARTIAL
+        elif plan.braked:
+            outcome.result, outcome.exit_code = "braked", ExitCode.BRAKE
+            log.warning(
+                "safety_brake_engaged", reason=plan.brake_reason, held_back=len(plan.held_back)
+            )
+            for op in plan.held_back:
+                log.warning("held_back", op=op.KIND, **_ids(op))
+        else:
+            outcome.result, outcome.exit_code = "success", ExitCode.OK
+    finally:
+        await asyncio.gather(keycloak_api.aclose(), litellm_api.aclose(), tokens.aclose())
+
+
+def mode_is_readonly(mode: Mode) -> bool:
+    return mode != "apply"
+
+
+async def _read_both(reader: KeycloakReader, target: LiteLLMClient) -> tuple[Desired, Actual]:
+    """Read both sides at once; the first failure cancels the other read."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            desired_task = group.create_task(reader.read())
+            actual_task = group.create_task(target.read())
+    except ExceptionGroup as group_error:
+        errors = group_error.exceptions
+        # Report the Keycloak side first: it decides whether anything may be written.
+        first = next((e for e in errors if isinstance(e, SourceReadError)), errors[0])
+        raise first from None
+    return desired_task.result(), actual_task.result()
+
+
+def _ids(op: Any) -> dict[str, str]:
+    return {k: getattr(op, k) for k in ("team", "user") if isinstance(getattr(op, k, None), str)}
+
+
+def _stats(outcome: RunOutcome, counter: RequestCounter, duration: float) -> dict[str, Any]:
+    desired, plan, applied = outcome.desired, outcome.plan, outcome.applied
+    return {
+        "result": outcome.result,
+        "mode": outcome.mode,
+        "groups": desired.groups_seen if desired else 0,
+        "teams": len(desired.teams) if desired else 0,
+        "users": len(desired.users) if desired else 0,
+        "memberships": sum(len(t.members) for t in desired.teams.values()) if desired else 0,
+        "planned": len(plan.operations) if plan else 0,
+        "applied": len(applied.done) if applied else 0,
+        "failed": len(applied.failed) if applied else 0,
+        "held_back": len(plan.held_back) if plan else 0,
+        "kc_requests": counter.total("keycloak"),
+        "ll_requests": counter.total("litellm"),
+        "ll_reads": counter.total("litellm", "read"),
+        "ll_writes": counter.total("litellm", "write"),
+        "duration": round(duration, 3),
+        "exit_code": int(outcome.exit_code),
+    }
+
+
+def _record(metrics: Metrics, outcome: RunOutcome, duration: float) -> None:
+    now = time.time()
+    metrics.runs.labels(result=outcome.result).inc()
+    metrics.run_duration.observe(duration)
+    metrics.last_run.set(now)
+    if outcome.result == "success":
+        metrics.last_success.set(now)
+        metrics.consecutive_failures.set(0)
+    elif outcome.result in ("failure", "partial"):
+        metrics.consecutive_failures.inc()
+    if outcome.applied:
+        for op in outcome.applied.done:
+            metrics.changes.labels(operation=op.KIND).inc()
+        for op, _ in outcome.applied.failed:
+            metrics.operation_failures.labels(operation=op.KIND).inc()
+        if outcome.applied.failed:
+            metrics.errors.labels(stage="apply").inc()
+    if outcome.plan is not None:
+        metrics.brake_engaged.set(1 if outcome.plan.braked else 0)
+        metrics.held_back.set(len(outcome.plan.held_back))
+    if outcome.desired is not None and outcome.plan is not None:
+        skipped = {s.team for s in outcome.plan.skipped}
+        teams = [t for tid, t in outcome.desired.teams.items() if tid not in skipped]
+        metrics.managed_teams.set(len(teams))
+        metrics.managed_members.set(sum(len(t.members) for t in teams))
