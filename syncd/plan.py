@@ -261,6 +261,7 @@ class _Planner:
             if user_id not in self.actual.users:
                 u = self.desired.users[user_id]
                 self.ops.append(CreateUser(user_id, u.email, u.username))
+                self.unblock_keys(user_id)
         for user_id in sorted(self.actual.users):
             user = self.actual.users[user_id]
             if self.protected(user_id):
@@ -284,12 +285,14 @@ class _Planner:
             self.ops.append(UnblockUser(user.user_id, metadata))
         elif metadata != dict(user.metadata):
             self.ops.append(UpdateUserMetadata(user.user_id, metadata))
-        for key in self.keys_by_user.get(user.user_id, []):
+        self.unblock_keys(user.user_id)
+
+    def unblock_keys(self, user_id: str) -> None:
+        """Give back the keys syncd blocked; those blocked by hand stay blocked."""
+        for key in self.keys_by_user.get(user_id, []):
             if key.blocked_by_syncd and key.token not in self.revoked:
                 key_meta = {k: v for k, v in key.metadata.items() if k not in _KEY_MARKERS}
-                self.ops.append(
-                    UnblockKey(key.token, user.user_id, key.label, key.blocked, key_meta)
-                )
+                self.ops.append(UnblockKey(key.token, user_id, key.label, key.blocked, key_meta))
 
     def plan_departed_user(self, user: User) -> None:
         keys = [k for k in self.keys_by_user.get(user.user_id, []) if k.token not in self.revoked]
