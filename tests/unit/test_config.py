@@ -65,7 +65,9 @@ selection:
 """
 
 
-def run_cli(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    config: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
     full_env.update(env or {})
     return subprocess.run(
