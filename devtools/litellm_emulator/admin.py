@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 SEED_ACTOR = "emulator-seed"
-"""``litellm-changed-by`` value on seeding writes, so audit assertions can tell them from syncd's."""
+"""``litellm-changed-by`` on seeding writes, so audit checks can tell them from syncd's."""
 
 
 class EmulatorAdminError(RuntimeError):
@@ -24,7 +24,8 @@ class EmulatorAdminError(RuntimeError):
 
     def __init__(self, response: httpx.Response) -> None:
         super().__init__(
-            f"{response.request.method} {response.request.url.path} -> {response.status_code}: {response.text}"
+            f"{response.request.method} {response.request.url.path} -> "
+            f"{response.status_code}: {response.text}"
         )
         self.response = response
 
@@ -91,7 +92,7 @@ class EmulatorAdmin:
     def set_faults(
         self, rules: list[dict[str, Any]] | None = None, *, seed: int | None = None
     ) -> dict[str, Any]:
-        """Replace the fault rules (see ``faults.FaultRule`` for fields); no rules turns faults off."""
+        """Replace the fault rules (fields: ``faults.FaultRule``); no rules turns faults off."""
         result: dict[str, Any] = self._call(
             "PUT", "/_emulator/faults", json={"seed": seed, "rules": rules or []}
         )
@@ -109,7 +110,7 @@ class EmulatorAdmin:
         self._call("POST", "/_emulator/counters/reset")
 
     def auth_check(self, key: str | None) -> dict[str, Any]:
-        """``{"allowed", "status", "reason", "rule", "type", "param"}`` for an LLM call with ``key``."""
+        """``{"allowed", "status", "reason", "rule", "type", "param"}`` for a call with ``key``."""
         result: dict[str, Any] = self._call("POST", "/_emulator/auth_check", json={"key": key})
         return result
 

@@ -56,7 +56,7 @@ def create_app(settings: EmulatorSettings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        """``proxy_server.py::otel_request_validation_exception_handler``: 422 ``{"detail": [...]}``."""
+        """``proxy_server.py::otel_request_validation_exception_handler``: 422 with a list."""
         return JSONResponse(
             status_code=422, content={"detail": public_validation_errors(list(exc.errors()))}
         )
@@ -127,5 +127,5 @@ def _add_admin_routes(app: FastAPI) -> None:
 
     @app.post("/_emulator/auth_check", dependencies=guard)
     async def auth_check(body: AuthCheckRequest, emulator: EmulatorDep) -> dict[str, object]:
-        """Would an LLM request carrying ``key`` pass ``user_api_key_auth``? See ``auth.check_key``."""
+        """Would an LLM request with ``key`` pass ``user_api_key_auth``? See ``auth.check_key``."""
         return check_key(emulator.state, emulator.settings.master_key, body.key).as_dict()

@@ -124,7 +124,8 @@ def check_key(
         return AuthVerdict(
             False,
             401,
-            f"LiteLLM Virtual Key expected. Received={_masked(api_key)}, expected to start with 'sk-'.",
+            f"LiteLLM Virtual Key expected. Received={_masked(api_key)}, "
+            "expected to start with 'sk-'.",
             "not_virtual_key",
             "auth_error",
         )
@@ -145,7 +146,8 @@ def check_key(
             return AuthVerdict(
                 False,
                 401,
-                "Authentication Error, Key is blocked. Update via `/key/unblock` if you're an admin.",
+                "Authentication Error, Key is blocked. "
+                "Update via `/key/unblock` if you're an admin.",
                 "key_blocked",
                 "auth_error",
             )
@@ -169,7 +171,8 @@ def check_key(
                 return AuthVerdict(
                     False,
                     401,
-                    f"Authentication Error - Expired Key. Key Expiry time {expires} and current time {now}",
+                    f"Authentication Error - Expired Key. Key Expiry time {expires} "
+                    f"and current time {now}",
                     "key_expired",
                     "expired_key",
                     abbreviate_api_key(api_key),

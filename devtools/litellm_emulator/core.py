@@ -126,7 +126,7 @@ def changed_by(request: Request) -> str | None:
 
 
 def check_non_negative(name: str, value: float | None) -> None:
-    """``max_budget must be a non-negative finite number`` checks (400, ``{"error": ...}`` detail)."""
+    """``<name> must be a non-negative finite number`` (400, ``{"error": ...}`` detail)."""
     if value is not None and (not math.isfinite(value) or value < 0):
         raise _Detail(
             400, {"error": f"{name} must be a non-negative finite number. Received: {value}"}
@@ -157,7 +157,8 @@ def require_licence(emulator: Emulator, feature: str) -> None:
         raise _Detail(
             403,
             {
-                "error": f"This feature is only available for LiteLLM Enterprise users: {feature}. {NOT_PREMIUM}"
+                "error": "This feature is only available for LiteLLM Enterprise users: "
+                f"{feature}. {NOT_PREMIUM}"
             },
         )
 

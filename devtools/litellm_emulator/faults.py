@@ -55,7 +55,7 @@ class FaultRule(BaseModel):
     retry_after_s: int = Field(default=1, ge=0)
     drop_rate: float = Field(default=0.0, ge=0, le=1)
     max_faults: int | None = Field(default=None, ge=0)
-    """Stop injecting faults (latency still applies) after this many; lets a test say "fail twice, then work"."""
+    """Stop injecting faults (latency still applies) after this many: "fail twice, then work"."""
 
     @field_validator("method")
     @classmethod

@@ -1,4 +1,6 @@
-"""Virtual-key endpoints, following litellm 1.110.2 ``proxy/management_endpoints/key_management_endpoints.py``.
+"""Virtual-key endpoints.
+
+Follows litellm 1.110.2 ``proxy/management_endpoints/key_management_endpoints.py``.
 
 Keys are stored by ``token`` = sha256 hex of the ``sk-`` key (``hash_token``);
 the raw key is returned once by ``/key/generate`` and never stored, as in the
@@ -118,7 +120,8 @@ def _check_key_alias(
     if any(not ch.isprintable() for ch in key_alias) or ".." in key_alias.split("/"):
         raise proxy_error(
             400,
-            'Invalid key_alias: must not contain control characters (such as tab or newline) or a ".." path segment',
+            "Invalid key_alias: must not contain control characters (such as tab or newline) "
+            'or a ".." path segment',
             "bad_request_error",
             "key_alias",
         )
@@ -126,7 +129,8 @@ def _check_key_alias(
         if key.key_alias == key_alias and key.token != exclude_token:
             raise proxy_error(
                 400,
-                f"Key with alias '{key_alias}' already exists. Unique key aliases across all keys are required.",
+                f"Key with alias '{key_alias}' already exists. "
+                "Unique key aliases across all keys are required.",
                 "bad_request_error",
                 "key_alias",
             )
@@ -153,7 +157,8 @@ async def generate_key_fn(data: GenerateKeyRequest, request: Request, emulator: 
                 raise HTTPDetail(
                     400,
                     {
-                        "error": f"Invalid key format. LiteLLM Virtual Key must start with 'sk-'. Received: {masked}"
+                        "error": "Invalid key format. LiteLLM Virtual Key must start with "
+                        f"'sk-'. Received: {masked}"
                     },
                 )
             if data.key is not None and len(data.key) < MINIMUM_CUSTOM_KEY_LENGTH:
@@ -229,7 +234,8 @@ def _find_key_for_update(emulator: Emulator, data: UpdateKeyRequest) -> KeyRow:
     if len(matches) > 1:
         raise proxy_error(
             400,
-            f"Multiple keys share key_alias='{data.key_alias}', so it cannot be used as an identifier.",
+            f"Multiple keys share key_alias='{data.key_alias}', "
+            "so it cannot be used as an identifier.",
             "bad_request_error",
             "key_alias",
         )
@@ -265,7 +271,8 @@ async def update_key_fn(data: UpdateKeyRequest, emulator: EmulatorDep) -> Any:
                     ):
                         raise HTTPDetail(
                             400,
-                            "service_account_id is immutable once set and cannot be changed via update.",
+                            "service_account_id is immutable once set and cannot be changed "
+                            "via update.",
                         )
                     metadata["service_account_id"] = reserved
             else:
@@ -335,7 +342,7 @@ def key_status(row: KeyRow, now: datetime) -> str:
 
 @router.get("/key/info")
 async def info_key_fn(emulator: EmulatorDep, key: str | None = Query(default=None)) -> Any:
-    """``key_management_endpoints.py::info_key_fn``: ``info.status`` is active/expired/revoked/deleted.
+    """``key_management_endpoints.py::info_key_fn``; status: active/expired/revoked/deleted.
 
     Without ``key`` the real proxy looks up the caller's own key; for the
     master key that is its alias, which is never found (404).
@@ -390,7 +397,8 @@ async def list_keys(
         raise openai_error(
             400,
             {
-                "error": "Invalid status value. Supported: 'active', 'expired', 'revoked', 'deleted'."
+                "error": "Invalid status value. "
+                "Supported: 'active', 'expired', 'revoked', 'deleted'."
             },
         )
     with emulator.state.lock:

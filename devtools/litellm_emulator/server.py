@@ -1,4 +1,4 @@
-"""Running the emulator: in a background thread (``EmulatorServer``) or as a child process (``EmulatorProcess``).
+"""Running the emulator in a thread (``EmulatorServer``) or a child process (``EmulatorProcess``).
 
 Both serve real HTTP on 127.0.0.1, so syncd's own httpx client is exercised
 exactly as against a real proxy. The socket is bound before uvicorn starts

@@ -144,7 +144,7 @@ class MembershipRow:
 
 @dataclass
 class DeletedKeyRow:
-    """``LiteLLM_DeletedVerificationToken``: the archive ``/key/info`` reports as status "deleted"."""
+    """``LiteLLM_DeletedVerificationToken``: what ``/key/info`` reports as status "deleted"."""
 
     key: KeyRow
     deleted_at: datetime

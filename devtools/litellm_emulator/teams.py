@@ -79,7 +79,8 @@ SYSTEM_MANAGED_METADATA_KEYS = ("team_member_budget_id",)
 
 PREMIUM_ADMIN_MESSAGE = (
     "Assigning team admins is a premium feature. You must be a LiteLLM Enterprise user to use this "
-    "feature. If you have a license please set `LITELLM_LICENSE` in your env. Get a 7 day trial key "
+    "feature. If you have a license please set `LITELLM_LICENSE` in your env. "
+    "Get a 7 day trial key "
     "here: https://www.litellm.ai/#trial. Pricing: https://www.litellm.ai/#pricing"
 )
 """The literal string ``team_member_update`` raises (it differs from member_add's)."""
@@ -138,7 +139,8 @@ def add_members(
                 raise detail_error(
                     500,
                     {
-                        "error": f"Unable to add user - {member}, to team - {team.team_id}, for reason - "
+                        "error": f"Unable to add user - {member}, to team - {team.team_id}, "
+                        "for reason - "
                         "400: {'error': \"Multiple users with this email found in db. Please use "
                         "'user_id' instead.\"}"
                     },
@@ -217,7 +219,8 @@ async def new_team(data: NewTeamRequest, emulator: EmulatorDep) -> dict[str, Any
             raise HTTPDetail(
                 400,
                 {
-                    "error": f"soft_budget ({data.soft_budget}) must be strictly lower than max_budget "
+                    "error": f"soft_budget ({data.soft_budget}) must be strictly lower than "
+                    "max_budget "
                     f"({data.max_budget})"
                 },
             )
@@ -228,7 +231,8 @@ async def new_team(data: NewTeamRequest, emulator: EmulatorDep) -> dict[str, Any
                 raise HTTPDetail(
                     400,
                     {
-                        "error": f"team_id '{UI_TEAM_ID}' is reserved for LiteLLM UI dashboard sessions and "
+                        "error": f"team_id '{UI_TEAM_ID}' is reserved for LiteLLM UI dashboard "
+                        "sessions and "
                         "cannot be used for a real team. Please use a different team id."
                     },
                 )
@@ -236,7 +240,8 @@ async def new_team(data: NewTeamRequest, emulator: EmulatorDep) -> dict[str, Any
                 raise HTTPDetail(
                     400,
                     {
-                        "error": f"Team id = {data.team_id} already exists. Please use a different team id."
+                        "error": f"Team id = {data.team_id} already exists. "
+                        "Please use a different team id."
                     },
                 )
             if data.organization_id is not None:
@@ -297,7 +302,8 @@ def _apply_team_update(emulator: Emulator, data: UpdateTeamRequest) -> TeamRow:
             raise HTTPDetail(
                 400,
                 {
-                    "error": f"soft_budget ({data.soft_budget}) must be strictly lower than max_budget ({ceiling})"
+                    "error": f"soft_budget ({data.soft_budget}) must be strictly lower than "
+                    f"max_budget ({ceiling})"
                 },
             )
     if data.max_budget is not None:
@@ -306,7 +312,8 @@ def _apply_team_update(emulator: Emulator, data: UpdateTeamRequest) -> TeamRow:
             raise HTTPDetail(
                 400,
                 {
-                    "error": f"max_budget ({data.max_budget}) must be strictly greater than soft_budget ({floor})"
+                    "error": f"max_budget ({data.max_budget}) must be strictly greater than "
+                    f"soft_budget ({floor})"
                 },
             )
     if data.organization_id:
@@ -372,7 +379,8 @@ async def patch_team(team_id: str, data: PatchTeamRequest, emulator: EmulatorDep
             raise HTTPDetail(
                 400,
                 {
-                    "error": f"team_id in body ({data.team_id}) does not match team_id in path ({team_id})"
+                    "error": f"team_id in body ({data.team_id}) does not match "
+                    f"team_id in path ({team_id})"
                 },
             )
         fields = data.model_dump(exclude_unset=True, exclude={"team_id"})
@@ -431,7 +439,7 @@ async def team_info(emulator: EmulatorDep, team_id: str | None = Query(default=N
 
 
 def team_list_objects(emulator: Emulator, user_id: str | None) -> list[TeamListResponseObject]:
-    """``list_team`` rows: roster filter on user_id, memberships and all team keys, sorted by alias."""
+    """``list_team`` rows: roster-filtered on user_id, with memberships and keys, by alias."""
     rows: list[TeamListResponseObject] = []
     for team in emulator.state.teams.values():
         if user_id and user_id not in team.member_user_ids():
@@ -622,7 +630,8 @@ async def team_member_add(data: TeamMemberAddRequest, emulator: EmulatorDep) -> 
                 raise detail_error(
                     400,
                     {
-                        "error": f"Assigning team admins is a premium feature. Got={m}. {NOT_PREMIUM}. "
+                        "error": "Assigning team admins is a premium feature. "
+                        f"Got={m}. {NOT_PREMIUM}. "
                     },
                 )
     try:
@@ -636,7 +645,8 @@ async def team_member_add(data: TeamMemberAddRequest, emulator: EmulatorDep) -> 
             raise detail_error(
                 404,
                 {
-                    "error": f"Team doesn't exist in db. Team={data.team_id}. Create team via `/team/new` call."
+                    "error": f"Team doesn't exist in db. Team={data.team_id}. "
+                    "Create team via `/team/new` call."
                 },
             )
         duplicates = [
@@ -658,7 +668,8 @@ async def team_member_add(data: TeamMemberAddRequest, emulator: EmulatorDep) -> 
         if isinstance(data.member, Member) and len(duplicates) == 1:
             raise proxy_error(
                 400,
-                f"User already in team. Member: user_id={data.member.user_id}, user_email={data.member.user_email}. "
+                f"User already in team. Member: user_id={data.member.user_id}, "
+                f"user_email={data.member.user_email}. "
                 f"Existing members={_members_repr(team)}",
                 "team_member_already_in_team",
                 "member",
@@ -693,14 +704,16 @@ def _validate_and_populate_member(emulator: Emulator, member: Member) -> None:
             raise detail_error(
                 400,
                 {
-                    "error": f"Multiple users found with email '{member.user_email}'. Please use 'user_id' instead."
+                    "error": f"Multiple users found with email '{member.user_email}'. "
+                    "Please use 'user_id' instead."
                 },
             )
         if by_email[0].user_id != member.user_id:
             raise detail_error(
                 400,
                 {
-                    "error": f"user_email '{member.user_email}' and user_id '{member.user_id}' do not belong to "
+                    "error": f"user_email '{member.user_email}' and user_id '{member.user_id}' "
+                    "do not belong to "
                     "the same user."
                 },
             )
@@ -713,7 +726,8 @@ def _validate_and_populate_member(emulator: Emulator, member: Member) -> None:
             raise detail_error(
                 400,
                 {
-                    "error": f"Multiple users found with email '{member.user_email}'. Please use 'user_id' instead."
+                    "error": f"Multiple users found with email '{member.user_email}'. "
+                    "Please use 'user_id' instead."
                 },
             )
         member.user_id = by_email[0].user_id
@@ -775,7 +789,7 @@ async def team_member_delete(data: TeamMemberDeleteRequest, emulator: EmulatorDe
 
 @router.post("/team/member_update", response_model=TeamMemberUpdateResponse)
 async def team_member_update(data: TeamMemberUpdateRequest, emulator: EmulatorDep) -> Any:
-    """``team_endpoints.py::team_member_update`` (E2 errors; the licence refusal's detail is a bare string).
+    """``team_endpoints.py::team_member_update`` (E2; licence refusal detail is a bare string).
 
     Per-member budget fields are kept on the membership row when there is one;
     the real budget-table bookkeeping is not modelled.

@@ -1,4 +1,6 @@
-"""User endpoints, following litellm 1.110.2 ``proxy/management_endpoints/internal_user_endpoints.py``.
+"""User endpoints.
+
+Follows litellm 1.110.2 ``proxy/management_endpoints/internal_user_endpoints.py``.
 
 ``new_user``/``user_info`` answer errors in the E1 shape, ``user_update`` in the
 E1 shape through ``proxy_exception_for`` (default status 400), and
@@ -185,7 +187,7 @@ async def new_user(data: NewUserRequest, emulator: EmulatorDep) -> Any:
 def _user_info_keys(
     emulator: Emulator, keys: list[dict[str, Any]], roster_teams: list[Any]
 ) -> list[dict[str, Any]]:
-    """``_process_keys_for_user_info``: adds ``team_alias``; personal keys get the string ``"None"``."""
+    """``_process_keys_for_user_info``: adds ``team_alias`` (the string ``"None"`` if personal)."""
     aliases = {t.team_id: t.team_alias for t in roster_teams}
     out: list[dict[str, Any]] = []
     for key in keys:
