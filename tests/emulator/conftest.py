@@ -1,0 +1,23 @@
+"""Emulator fixtures for these tests until tests/conftest.py registers them globally.
+
+``api`` is a plain httpx client on the emulated LiteLLM API, authenticated
+with the master key and sending ``litellm-changed-by`` like syncd does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from devtools.litellm_emulator.admin import EmulatorAdmin
+from tests.fixtures.emulator import *  # noqa: F403
+
+ACTOR = "syncd-test"
+
+
+@pytest.fixture
+def api(emulator: EmulatorAdmin) -> Iterator[httpx.Client]:
+    with emulator.client(headers={"litellm-changed-by": ACTOR}) as client:
+        yield client
