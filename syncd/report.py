@@ -170,11 +170,17 @@ def _grouped(ops: tuple[Operation, ...], names: Names) -> list[str]:
     lines: list[str] = []
     for team in sorted(by_team, key=lambda t: names.team(t)):
         lines.append(f"Team {names.team(team)} [{team}]")
-        lines.extend(f"  {_sign(op)} {describe(op, names)}" for op in by_team[team])
+        lines.extend(_lines(by_team[team], names))
     if users:
         lines.append("Users")
-        lines.extend(f"  {_sign(op)} {describe(op, names)}" for op in users)
+        lines.extend(_lines(users, names))
     return lines
+
+
+def _lines(ops: list[Operation], names: Names) -> list[str]:
+    """In apply order, and alphabetical within a step so people find names."""
+    described = sorted((op.PHASE, describe(op, names), _sign(op)) for op in ops)
+    return [f"  {sign} {text}" for _, text, sign in described]
 
 
 def plan_json(plan: Plan, names: Names) -> dict[str, Any]:
