@@ -4,11 +4,17 @@ See README.md in this folder for what it emulates, the source each behaviour
 follows, and how to run it.
 """
 
-from devtools.litellm_emulator.admin import EmulatorAdmin
-from devtools.litellm_emulator.app import create_app
-from devtools.litellm_emulator.core import EmulatorSettings
-from devtools.litellm_emulator.faults import FaultConfig, FaultRule
-from devtools.litellm_emulator.server import EmulatorProcess, EmulatorServer
+import os
+
+# Before anything imports litellm: it would otherwise try to download its
+# model price table at import time, and there is no network.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from devtools.litellm_emulator.admin import EmulatorAdmin  # noqa: E402
+from devtools.litellm_emulator.app import create_app  # noqa: E402
+from devtools.litellm_emulator.core import EmulatorSettings  # noqa: E402
+from devtools.litellm_emulator.faults import FaultConfig, FaultRule  # noqa: E402
+from devtools.litellm_emulator.server import EmulatorProcess, EmulatorServer  # noqa: E402
 
 __all__ = [
     "EmulatorAdmin",
