@@ -1,0 +1,121 @@
+"""Fault and latency injection, observed from a real httpx client; request counters."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from devtools.litellm_emulator.admin import EmulatorAdmin
+
+
+def test_rate_limit_with_retry_after(api: httpx.Client, emulator: EmulatorAdmin) -> None:
+    emulator.set_faults([{"path": "/team/*", "rate_limit_rate": 1.0, "retry_after_s": 7}])
+    response = api.get("/team/list")
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "7"
+    assert response.json()["error"]["type"] == "rate_limit_error"
+    assert api.get("/user/list").status_code == 200  # out of scope
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_server_errors(api: httpx.Client, emulator: EmulatorAdmin, status: int) -> None:
+    emulator.set_faults([{"path": "/key/generate", "error_rate": 1.0, "error_status": status}])
+    response = api.post("/key/generate", json={})
+    assert response.status_code == status
+    assert emulator.state()["keys"] == []  # the fault never reached the API
+
+
+def test_dropped_connection(api: httpx.Client, emulator: EmulatorAdmin) -> None:
+    emulator.set_faults([{"path": "/team/new", "drop_rate": 1.0}])
+    with pytest.raises(httpx.RemoteProtocolError):
+        api.post("/team/new", json={"team_id": "t1"})
+    assert emulator.counters()["faults"]["dropped"] == 1
+    emulator.clear_faults()
+    assert api.post("/team/new", json={"team_id": "t1"}).status_code == 200
+
+
+def test_method_scope(api: httpx.Client, emulator: EmulatorAdmin) -> None:
+    emulator.set_faults([{"path": "/team/*", "method": "post", "error_rate": 1.0}])
+    assert api.get("/team/list").status_code == 200
+    assert api.post("/team/new", json={}).status_code == 503
+
+
+def test_regex_scope(api: httpx.Client, emulator: EmulatorAdmin) -> None:
+    emulator.set_faults([{"path": r"^/team/(new|update)$", "match": "regex", "error_rate": 1.0}])
+    assert api.post("/team/new", json={}).status_code == 503
+    assert api.post("/team/update", json={"team_id": "x"}).status_code == 503
+    assert api.post("/team/block", json={"team_id": "x"}).status_code == 404
+
+
+def test_fixed_latency(api: httpx.Client, emulator: EmulatorAdmin) -> None:
+    emulator.set_faults([{"path": "/team/list", "latency_ms": 200}])
+    started = time.monotonic()
+    assert api.get("/team/list").status_code == 200
+    assert time.monotonic() - started >= 0.2
+    started = time.monotonic()
+    api.get("/user/list")
+    assert time.monotonic() - started < 0.2
+
+
+def test_jittered_latency_stays_in_range(api: httpx.Client, emulator: EmulatorAdmin) -> None:
+    emulator.set_faults([{"path": "*", "latency_ms": 20, "jitter_ms": 30}], seed=1)
+    for _ in range(3):
+        started = time.monotonic()
+        api.get("/health/liveliness")
+        elapsed = time.monotonic() - started
+        assert 0.02 <= elapsed < 0.5
+
+
+def test_seed_makes_faults_reproducible(api: httpx.Client, emulator: EmulatorAdmin) -> None:
+    def run() -> list[int]:
+        emulator.set_faults([{"path": "/team/list", "error_rate": 0.5}], seed=42)
+        return [api.get("/team/list").status_code for _ in range(20)]
+
+    first, second = run(), run()
+    assert first == second
+    assert set(first) == {200, 503}
+
+
+def test_max_faults_fails_then_recovers(api: httpx.Client, emulator: EmulatorAdmin) -> None:
+    emulator.set_faults([{"path": "/team/list", "error_rate": 1.0, "max_faults": 2}])
+    assert [api.get("/team/list").status_code for _ in range(3)] == [503, 503, 200]
+    assert emulator.faults()["fired"] == [2]
+
+
+def test_admin_endpoints_are_never_faulted(emulator: EmulatorAdmin) -> None:
+    emulator.set_faults([{"path": "*", "error_rate": 1.0, "drop_rate": 1.0}])
+    assert emulator.state()["teams"] == []
+    assert emulator.counters()["total"] == {"reads": 0, "writes": 0}
+
+
+def test_reset_clears_faults_set_at_run_time(api: httpx.Client, emulator: EmulatorAdmin) -> None:
+    emulator.set_faults([{"path": "*", "error_rate": 1.0}])
+    emulator.reset()
+    assert emulator.faults()["rules"] == []
+    assert api.get("/team/list").status_code == 200
+
+
+def test_invalid_fault_config_is_422(emulator: EmulatorAdmin) -> None:
+    with emulator.client() as client:
+        assert client.put("/_emulator/faults", json={"rules": [{"error_rate": 2}]}).status_code == 422
+        assert client.put("/_emulator/faults", json={"rules": [{"error_status": 404}]}).status_code == 422
+
+
+def test_counters_split_reads_and_writes(api: httpx.Client, emulator: EmulatorAdmin) -> None:
+    api.get("/team/list")
+    api.get("/team/list")
+    api.post("/team/new", json={"team_id": "t1"})
+    api.patch("/team/t1", json={"team_alias": "x"})
+    emulator.set_faults([{"path": "/user/list", "rate_limit_rate": 1.0}])
+    api.get("/user/list")
+    counters = emulator.counters()
+    assert counters["paths"]["/team/list"] == {"reads": 2, "writes": 0}
+    assert counters["paths"]["/team/new"] == {"reads": 0, "writes": 1}
+    assert counters["paths"]["/team/t1"] == {"reads": 0, "writes": 1}
+    assert counters["paths"]["/user/list"] == {"reads": 1, "writes": 0}  # faulted requests count too
+    assert counters["total"] == {"reads": 3, "writes": 2}
+    assert counters["faults"] == {"429": 1}
+    emulator.reset_counters()
+    assert emulator.counters()["paths"] == {}
