@@ -1,4 +1,4 @@
-"""Admin API (state dump, audit log, settings, reset), the CLI process, and 422 parity with LiteLLM's models."""
+"""Admin API (state, audit, settings, reset), the CLI process, and 422 parity with LiteLLM."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from tests.emulator.conftest import ACTOR
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from litellm.proxy import _types as litellm_types  # noqa: E402
+from litellm.proxy import _types as litellm_types
 
 
-def test_audit_log_records_every_write_with_changed_by(api: httpx.Client, emulator: EmulatorAdmin) -> None:
+def test_audit_log_records_every_write_with_changed_by(
+    api: httpx.Client, emulator: EmulatorAdmin
+) -> None:
     api.post("/team/new", json={"team_id": "t1"})
     api.post("/team/new", json={"team_id": "t1"})  # 400, still a write the proxy answered
     api.get("/team/list")  # reads are not audited
@@ -88,7 +90,9 @@ def test_validation_errors_carry_only_type_loc_msg(api: httpx.Client) -> None:
 
 
 def test_non_json_body_is_422(api: httpx.Client) -> None:
-    response = api.post("/team/new", content=b"not json", headers={"content-type": "application/json"})
+    response = api.post(
+        "/team/new", content=b"not json", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 422
 
 
@@ -96,7 +100,11 @@ def test_non_json_body_is_422(api: httpx.Client) -> None:
 # bodies LiteLLM's own model rejects: proof that validation really is LiteLLM's.
 PARITY_CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("/team/new", "NewTeamRequest", {"team_id": "p1"}),
-    ("/team/new", "NewTeamRequest", {"members_with_roles": [{"user_email": "a@b.c", "role": "user"}]}),
+    (
+        "/team/new",
+        "NewTeamRequest",
+        {"members_with_roles": [{"user_email": "a@b.c", "role": "user"}]},
+    ),
     ("/team/new", "NewTeamRequest", {"members_with_roles": [{"role": "admin"}]}),
     ("/team/new", "NewTeamRequest", {"tpm_limit": 1.5}),
     ("/team/update", "UpdateTeamRequest", {"team_id": "p1", "blocked": "yes"}),
@@ -105,7 +113,11 @@ PARITY_CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("/team/member_add", "TeamMemberAddRequest", {"team_id": "p1", "member": {"user_id": "a"}}),
     ("/team/member_delete", "TeamMemberDeleteRequest", {"team_id": "p1", "user_email": "a@b.c"}),
     ("/team/member_delete", "TeamMemberDeleteRequest", {"team_id": "p1"}),
-    ("/team/member_update", "TeamMemberUpdateRequest", {"team_id": "p1", "user_id": "a", "role": "owner"}),
+    (
+        "/team/member_update",
+        "TeamMemberUpdateRequest",
+        {"team_id": "p1", "user_id": "a", "role": "owner"},
+    ),
     ("/team/block", "BlockTeamRequest", {"team_id": 5}),
     ("/team/delete", "DeleteTeamRequest", {"team_ids": ["p1"]}),
     ("/team/delete", "DeleteTeamRequest", {"team_ids": [None]}),
@@ -126,7 +138,9 @@ PARITY_CASES: list[tuple[str, str, dict[str, Any]]] = [
 
 
 @pytest.mark.parametrize(("path", "model_name", "body"), PARITY_CASES)
-def test_422_matches_litellm_request_models(api: httpx.Client, path: str, model_name: str, body: dict[str, Any]) -> None:
+def test_422_matches_litellm_request_models(
+    api: httpx.Client, path: str, model_name: str, body: dict[str, Any]
+) -> None:
     model = getattr(litellm_types, model_name)
     try:
         model.model_validate(body)
@@ -138,7 +152,9 @@ def test_422_matches_litellm_request_models(api: httpx.Client, path: str, model_
 
 
 def test_cli_process_serves_and_reports_ready() -> None:
-    with EmulatorProcess(master_key="sk-cli-master-key-0001", args=["--licensed", "--no-auto-add-proxy-admin"]) as proc:
+    with EmulatorProcess(
+        master_key="sk-cli-master-key-0001", args=["--licensed", "--no-auto-add-proxy-admin"]
+    ) as proc:
         assert proc.url.startswith("http://127.0.0.1:")
         assert httpx.get(f"{proc.url}/health/liveliness").json() == "I'm alive!"
         with EmulatorAdmin(proc.url, proc.master_key) as admin:

@@ -27,18 +27,26 @@ def test_bearer_master_key_is_accepted(emulator: EmulatorAdmin) -> None:
 def test_x_litellm_api_key_wins_over_authorization(emulator: EmulatorAdmin) -> None:
     good = httpx.get(
         f"{emulator.url}/team/list",
-        headers={"x-litellm-api-key": emulator.master_key, "Authorization": "Bearer sk-wrong-key-123456"},
+        headers={
+            "x-litellm-api-key": emulator.master_key,
+            "Authorization": "Bearer sk-wrong-key-123456",
+        },
     )
     assert good.status_code == 200
     bad = httpx.get(
         f"{emulator.url}/team/list",
-        headers={"x-litellm-api-key": "sk-wrong-key-123456", "Authorization": f"Bearer {emulator.master_key}"},
+        headers={
+            "x-litellm-api-key": "sk-wrong-key-123456",
+            "Authorization": f"Bearer {emulator.master_key}",
+        },
     )
     assert bad.status_code == 401
 
 
 def test_x_litellm_api_key_accepts_raw_key_without_bearer(emulator: EmulatorAdmin) -> None:
-    response = httpx.get(f"{emulator.url}/team/list", headers={"x-litellm-api-key": emulator.master_key})
+    response = httpx.get(
+        f"{emulator.url}/team/list", headers={"x-litellm-api-key": emulator.master_key}
+    )
     assert response.status_code == 200
 
 
@@ -55,13 +63,17 @@ def test_missing_key_is_401_auth_error(emulator: EmulatorAdmin) -> None:
 
 
 def test_authorization_without_bearer_prefix_is_malformed(emulator: EmulatorAdmin) -> None:
-    response = httpx.get(f"{emulator.url}/team/list", headers={"Authorization": emulator.master_key})
+    response = httpx.get(
+        f"{emulator.url}/team/list", headers={"Authorization": emulator.master_key}
+    )
     assert response.status_code == 401
     assert "Malformed API Key" in str(_error(response)["message"])
 
 
 def test_unknown_virtual_key_is_401_token_not_found(emulator: EmulatorAdmin) -> None:
-    response = httpx.get(f"{emulator.url}/team/list", headers={"Authorization": "Bearer sk-not-a-real-key-0001"})
+    response = httpx.get(
+        f"{emulator.url}/team/list", headers={"Authorization": "Bearer sk-not-a-real-key-0001"}
+    )
     assert response.status_code == 401
     error = _error(response)
     assert error["type"] == "token_not_found_in_db"
@@ -70,9 +82,13 @@ def test_unknown_virtual_key_is_401_token_not_found(emulator: EmulatorAdmin) -> 
 
 
 def test_non_sk_key_is_rejected_as_not_virtual_key(emulator: EmulatorAdmin) -> None:
-    response = httpx.get(f"{emulator.url}/team/list", headers={"Authorization": "Bearer hello-world-key"})
+    response = httpx.get(
+        f"{emulator.url}/team/list", headers={"Authorization": "Bearer hello-world-key"}
+    )
     assert response.status_code == 401
-    assert str(_error(response)["message"]).startswith("LiteLLM Virtual Key expected. Received=hell****-key")
+    assert str(_error(response)["message"]).startswith(
+        "LiteLLM Virtual Key expected. Received=hell****-key"
+    )
 
 
 def test_a_valid_virtual_key_is_not_a_management_caller(emulator: EmulatorAdmin) -> None:
@@ -95,7 +111,9 @@ def test_a_valid_virtual_key_is_not_a_management_caller(emulator: EmulatorAdmin)
         ("POST", "/_emulator/auth_check"),
     ],
 )
-def test_admin_endpoints_need_the_master_key(emulator: EmulatorAdmin, method: str, path: str) -> None:
+def test_admin_endpoints_need_the_master_key(
+    emulator: EmulatorAdmin, method: str, path: str
+) -> None:
     response = httpx.request(method, f"{emulator.url}{path}", json={})
     assert response.status_code == 401
 

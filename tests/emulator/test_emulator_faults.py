@@ -99,8 +99,13 @@ def test_reset_clears_faults_set_at_run_time(api: httpx.Client, emulator: Emulat
 
 def test_invalid_fault_config_is_422(emulator: EmulatorAdmin) -> None:
     with emulator.client() as client:
-        assert client.put("/_emulator/faults", json={"rules": [{"error_rate": 2}]}).status_code == 422
-        assert client.put("/_emulator/faults", json={"rules": [{"error_status": 404}]}).status_code == 422
+        assert (
+            client.put("/_emulator/faults", json={"rules": [{"error_rate": 2}]}).status_code == 422
+        )
+        assert (
+            client.put("/_emulator/faults", json={"rules": [{"error_status": 404}]}).status_code
+            == 422
+        )
 
 
 def test_counters_split_reads_and_writes(api: httpx.Client, emulator: EmulatorAdmin) -> None:
@@ -114,7 +119,10 @@ def test_counters_split_reads_and_writes(api: httpx.Client, emulator: EmulatorAd
     assert counters["paths"]["/team/list"] == {"reads": 2, "writes": 0}
     assert counters["paths"]["/team/new"] == {"reads": 0, "writes": 1}
     assert counters["paths"]["/team/t1"] == {"reads": 0, "writes": 1}
-    assert counters["paths"]["/user/list"] == {"reads": 1, "writes": 0}  # faulted requests count too
+    assert counters["paths"]["/user/list"] == {
+        "reads": 1,
+        "writes": 0,
+    }  # faulted requests count too
     assert counters["total"] == {"reads": 3, "writes": 2}
     assert counters["faults"] == {"429": 1}
     emulator.reset_counters()

@@ -15,7 +15,7 @@ def _allowed(emulator: EmulatorAdmin, key: str) -> bool:
 
 def test_fresh_key_and_master_key_pass(emulator: EmulatorAdmin) -> None:
     key = emulator.generate_key(user_id="a")["key"]
-    assert emulator.auth_check(key) | {} == {
+    assert emulator.auth_check(key) == {
         "allowed": True,
         "status": 200,
         "reason": "key passed all auth checks",
@@ -31,7 +31,10 @@ def test_key_block_and_unblock(api: httpx.Client, emulator: EmulatorAdmin) -> No
     api.post("/key/block", json={"key": key})
     verdict = emulator.auth_check(key)
     assert (verdict["allowed"], verdict["rule"]) == (False, "key_blocked")
-    assert verdict["reason"] == "Authentication Error, Key is blocked. Update via `/key/unblock` if you're an admin."
+    assert (
+        verdict["reason"]
+        == "Authentication Error, Key is blocked. Update via `/key/unblock` if you're an admin."
+    )
     api.post("/key/unblock", json={"key": key})
     assert _allowed(emulator, key)
 
@@ -55,7 +58,9 @@ def test_team_block_cuts_every_team_key(api: httpx.Client, emulator: EmulatorAdm
     assert _allowed(emulator, team_key)
 
 
-def test_scim_active_false_is_a_reversible_kill_switch(api: httpx.Client, emulator: EmulatorAdmin) -> None:
+def test_scim_active_false_is_a_reversible_kill_switch(
+    api: httpx.Client, emulator: EmulatorAdmin
+) -> None:
     emulator.create_user("a")
     key = emulator.generate_key(user_id="a")["key"]
     api.post("/user/update", json={"user_id": "a", "metadata": {"scim_active": False}})
@@ -74,15 +79,24 @@ def test_deleted_and_unknown_keys(api: httpx.Client, emulator: EmulatorAdmin) ->
     key = emulator.generate_key()["key"]
     api.post("/key/delete", json={"keys": [key]})
     verdict = emulator.auth_check(key)
-    assert (verdict["allowed"], verdict["rule"], verdict["type"]) == (False, "key_deleted", "token_not_found_in_db")
+    assert (verdict["allowed"], verdict["rule"], verdict["type"]) == (
+        False,
+        "key_deleted",
+        "token_not_found_in_db",
+    )
     assert verdict["reason"] == "Authentication Error, Invalid API key provided."
     assert emulator.auth_check("sk-never-issued-0000")["rule"] == "key_not_found"
     assert emulator.auth_check("not-an-sk-key")["rule"] == "not_virtual_key"
     assert emulator.auth_check(None)["rule"] == "no_key"
 
 
-def test_member_delete_cuts_the_members_team_key(api: httpx.Client, emulator: EmulatorAdmin) -> None:
-    api.post("/team/new", json={"team_id": "t1", "members_with_roles": [{"user_id": "a", "role": "user"}]})
+def test_member_delete_cuts_the_members_team_key(
+    api: httpx.Client, emulator: EmulatorAdmin
+) -> None:
+    api.post(
+        "/team/new",
+        json={"team_id": "t1", "members_with_roles": [{"user_id": "a", "role": "user"}]},
+    )
     key = emulator.generate_key(team_id="t1", user_id="a")["key"]
     assert _allowed(emulator, key)
     api.post("/team/member_delete", json={"team_id": "t1", "user_id": "a"})

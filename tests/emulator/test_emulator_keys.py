@@ -14,7 +14,13 @@ from tests.emulator.test_emulator_teams import e1, e2
 def test_key_generate_row_fields(api: httpx.Client, emulator: EmulatorAdmin) -> None:
     response = api.post(
         "/key/generate",
-        json={"user_id": "a", "team_id": "t1", "key_alias": "a-t1", "metadata": {"m": 1}, "duration": "1h"},
+        json={
+            "user_id": "a",
+            "team_id": "t1",
+            "key_alias": "a-t1",
+            "metadata": {"m": 1},
+            "duration": "1h",
+        },
     )
     assert response.status_code == 200
     body = response.json()
@@ -24,7 +30,10 @@ def test_key_generate_row_fields(api: httpx.Client, emulator: EmulatorAdmin) -> 
     assert body["key_name"] == f"sk-...{raw[-4:]}"
     assert body["expires"] is not None
     row = emulator.state()["keys"][0]
-    assert {k: row[k] for k in ("token", "key_name", "key_alias", "user_id", "team_id", "blocked", "metadata")} == {
+    assert {
+        k: row[k]
+        for k in ("token", "key_name", "key_alias", "user_id", "team_id", "blocked", "metadata")
+    } == {
         "token": body["token"],
         "key_name": body["key_name"],
         "key_alias": "a-t1",
@@ -52,7 +61,10 @@ def test_key_generate_duplicate_alias_is_400_typed(api: httpx.Client) -> None:
     error = e1(api.post("/key/generate", json={"key_alias": "dup"}), 400)
     assert error["type"] == "bad_request_error"
     assert error["param"] == "key_alias"
-    assert error["message"] == "Key with alias 'dup' already exists. Unique key aliases across all keys are required."
+    assert (
+        error["message"]
+        == "Key with alias 'dup' already exists. Unique key aliases across all keys are required."
+    )
 
 
 def test_key_generate_invalid_body_is_422(api: httpx.Client) -> None:
@@ -72,15 +84,26 @@ def test_key_list_filters_and_full_objects(api: httpx.Client, emulator: Emulator
     by_team = api.get("/key/list", params={"team_id": "t1"}).json()["keys"]
     assert set(by_team) == {k1["token"], k2["token"]}
     assert api.get("/key/list", params={"key_alias": "one"}).json()["keys"] == [k1["token"]]
-    full = api.get("/key/list", params={"user_id": "alice", "return_full_object": "true"}).json()["keys"]
-    assert full[0]["token"] == k1["token"] and full[0]["user_id"] == "alice" and full[0]["key_alias"] == "one"
+    full = api.get("/key/list", params={"user_id": "alice", "return_full_object": "true"}).json()[
+        "keys"
+    ]
+    assert (
+        full[0]["token"] == k1["token"]
+        and full[0]["user_id"] == "alice"
+        and full[0]["key_alias"] == "one"
+    )
 
 
 def test_key_list_pagination_and_size_cap(api: httpx.Client, emulator: EmulatorAdmin) -> None:
     for _ in range(5):
         emulator.generate_key(user_id="p")
     page = api.get("/key/list", params={"size": 2, "page": 3}).json()
-    assert (page["total_count"], page["current_page"], page["total_pages"], len(page["keys"])) == (5, 3, 3, 1)
+    assert (page["total_count"], page["current_page"], page["total_pages"], len(page["keys"])) == (
+        5,
+        3,
+        3,
+        1,
+    )
     assert api.get("/key/list", params={"size": 100}).status_code == 200
     e2(api.get("/key/list", params={"size": 101}), 422)
     e2(api.get("/key/list", params={"page": 0}), 422)
@@ -101,7 +124,12 @@ def test_key_info_status(api: httpx.Client, emulator: EmulatorAdmin) -> None:
 
 def test_key_info_unknown_is_404_typed(api: httpx.Client) -> None:
     error = e1(api.get("/key/info", params={"key": "sk-nothing-here-000"}), 404)
-    assert error == {"message": "Key not found in database", "type": "not_found_error", "param": "key", "code": "404"}
+    assert error == {
+        "message": "Key not found in database",
+        "type": "not_found_error",
+        "param": "key",
+        "code": "404",
+    }
 
 
 def test_key_block_and_unblock(api: httpx.Client, emulator: EmulatorAdmin) -> None:
@@ -116,7 +144,12 @@ def test_key_block_and_unblock(api: httpx.Client, emulator: EmulatorAdmin) -> No
 @pytest.mark.parametrize("path", ["/key/block", "/key/unblock"])
 def test_key_block_errors(api: httpx.Client, path: str) -> None:
     missing = e1(api.post(path, json={"key": "sk-does-not-exist-00"}), 404)
-    assert missing == {"message": "Key not found.", "type": "not_found_error", "param": "key", "code": "404"}
+    assert missing == {
+        "message": "Key not found.",
+        "type": "not_found_error",
+        "param": "key",
+        "code": "404",
+    }
     bad = e1(api.post(path, json={"key": "not a key!"}), 400)
     assert bad["message"] == "Invalid key format." and bad["type"] == "bad_request_error"
     e2(api.post(path, json={}), 422)
@@ -142,7 +175,9 @@ def test_key_delete_errors(api: httpx.Client) -> None:
 
 def test_key_update_replaces_metadata(api: httpx.Client, emulator: EmulatorAdmin) -> None:
     key = emulator.generate_key(metadata={"owner": "syncd", "note": "x"})
-    response = api.post("/key/update", json={"key": key["key"], "metadata": {"syncd_blocked": True}})
+    response = api.post(
+        "/key/update", json={"key": key["key"], "metadata": {"syncd_blocked": True}}
+    )
     assert response.status_code == 200
     body = response.json()
     assert body["key"] == key["key"]
@@ -156,7 +191,12 @@ def test_key_update_replaces_metadata(api: httpx.Client, emulator: EmulatorAdmin
 
 def test_key_update_errors(api: httpx.Client, emulator: EmulatorAdmin) -> None:
     missing = e1(api.post("/key/update", json={"key": "sk-never-existed-000", "metadata": {}}), 404)
-    assert missing == {"message": "Key not found.", "type": "not_found_error", "param": "key", "code": "404"}
+    assert missing == {
+        "message": "Key not found.",
+        "type": "not_found_error",
+        "param": "key",
+        "code": "404",
+    }
     no_alias = e1(api.post("/key/update", json={"key_alias": "ghost"}), 404)
     assert no_alias["param"] == "key_alias"
     e2(api.post("/key/update", json={"metadata": {"a": 1}}), 422)

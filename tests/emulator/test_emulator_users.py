@@ -10,8 +10,12 @@ from devtools.litellm_emulator.admin import EmulatorAdmin
 from tests.emulator.test_emulator_teams import e1, e2
 
 
-def test_user_new_auto_creates_a_personal_key_by_default(api: httpx.Client, emulator: EmulatorAdmin) -> None:
-    response = api.post("/user/new", json={"user_id": "alice", "user_email": "alice@x.io", "metadata": {"k": "v"}})
+def test_user_new_auto_creates_a_personal_key_by_default(
+    api: httpx.Client, emulator: EmulatorAdmin
+) -> None:
+    response = api.post(
+        "/user/new", json={"user_id": "alice", "user_email": "alice@x.io", "metadata": {"k": "v"}}
+    )
     assert response.status_code == 200
     body = response.json()
     assert body["user_id"] == "alice"
@@ -31,21 +35,31 @@ def test_user_new_without_key(api: httpx.Client, emulator: EmulatorAdmin) -> Non
     assert len(generated["user_id"]) == 36
 
 
-def test_user_new_with_team_joins_it_and_swallows_failures(api: httpx.Client, emulator: EmulatorAdmin) -> None:
+def test_user_new_with_team_joins_it_and_swallows_failures(
+    api: httpx.Client, emulator: EmulatorAdmin
+) -> None:
     api.post("/team/new", json={"team_id": "t1"})
-    body = api.post("/user/new", json={"user_id": "c", "team_id": "t1", "auto_create_key": False}).json()
+    body = api.post(
+        "/user/new", json={"user_id": "c", "team_id": "t1", "auto_create_key": False}
+    ).json()
     assert body["teams"] == ["t1"]
-    missing = api.post("/user/new", json={"user_id": "d", "teams": ["nope"], "auto_create_key": False})
+    missing = api.post(
+        "/user/new", json={"user_id": "d", "teams": ["nope"], "auto_create_key": False}
+    )
     assert missing.status_code == 200
     assert missing.json()["teams"] == []
     assert emulator.state()["consistency_problems"] == []
 
 
 def test_user_new_duplicates_are_409(api: httpx.Client) -> None:
-    api.post("/user/new", json={"user_id": "alice", "user_email": "Alice@X.io", "auto_create_key": False})
+    api.post(
+        "/user/new", json={"user_id": "alice", "user_email": "Alice@X.io", "auto_create_key": False}
+    )
     dup_id = e1(api.post("/user/new", json={"user_id": "alice"}), 409)
     assert dup_id["message"] == "{'error': 'User with id alice already exists'}"
-    dup_email = e1(api.post("/user/new", json={"user_id": "other", "user_email": "alice@x.io"}), 409)
+    dup_email = e1(
+        api.post("/user/new", json={"user_id": "other", "user_email": "alice@x.io"}), 409
+    )
     assert dup_email["message"] == "{'error': 'User with email Alice@X.io already exists'}"
 
 
@@ -55,7 +69,14 @@ def test_user_new_invalid_role_is_422(api: httpx.Client) -> None:
 
 
 def test_user_info(api: httpx.Client, emulator: EmulatorAdmin) -> None:
-    api.post("/team/new", json={"team_id": "t1", "team_alias": "One", "members_with_roles": [{"user_id": "a", "role": "user"}]})
+    api.post(
+        "/team/new",
+        json={
+            "team_id": "t1",
+            "team_alias": "One",
+            "members_with_roles": [{"user_id": "a", "role": "user"}],
+        },
+    )
     emulator.generate_key(user_id="a", team_id="t1")
     emulator.generate_key(user_id="a")
     body = api.get("/user/info", params={"user_id": "a"}).json()
@@ -77,7 +98,9 @@ def test_user_info_without_user_id_is_the_admin_view(api: httpx.Client) -> None:
     assert [t["team_id"] for t in body["teams"]] == ["t1"]
 
 
-def test_user_list_single_user_ids_is_a_substring_match(api: httpx.Client, emulator: EmulatorAdmin) -> None:
+def test_user_list_single_user_ids_is_a_substring_match(
+    api: httpx.Client, emulator: EmulatorAdmin
+) -> None:
     for uid in ("alice", "malice", "ALICE2", "bob"):
         emulator.create_user(uid)
     single = api.get("/user/list", params={"user_ids": "alice"}).json()
@@ -87,7 +110,10 @@ def test_user_list_single_user_ids_is_a_substring_match(api: httpx.Client, emula
 
 
 def test_user_list_shape_order_and_filters(api: httpx.Client, emulator: EmulatorAdmin) -> None:
-    api.post("/team/new", json={"team_id": "t1", "members_with_roles": [{"user_id": "u1", "role": "user"}]})
+    api.post(
+        "/team/new",
+        json={"team_id": "t1", "members_with_roles": [{"user_id": "u1", "role": "user"}]},
+    )
     emulator.create_user("u2", user_email="two@x.io", user_role="proxy_admin")
     emulator.generate_key(user_id="u2")
     body = api.get("/user/list").json()
@@ -95,9 +121,16 @@ def test_user_list_shape_order_and_filters(api: httpx.Client, emulator: Emulator
     assert (body["page"], body["page_size"]) == (1, 25)
     assert [u["user_id"] for u in body["users"]] == ["u2", "default_user_id", "u1"]  # newest first
     assert body["users"][0]["key_count"] == 1
-    assert [u["user_id"] for u in api.get("/user/list", params={"team": "t1"}).json()["users"]] == ["default_user_id", "u1"]
-    assert [u["user_id"] for u in api.get("/user/list", params={"user_email": "TWO"}).json()["users"]] == ["u2"]
-    assert [u["user_id"] for u in api.get("/user/list", params={"role": "proxy_admin"}).json()["users"]] == ["u2"]
+    assert [u["user_id"] for u in api.get("/user/list", params={"team": "t1"}).json()["users"]] == [
+        "default_user_id",
+        "u1",
+    ]
+    assert [
+        u["user_id"] for u in api.get("/user/list", params={"user_email": "TWO"}).json()["users"]
+    ] == ["u2"]
+    assert [
+        u["user_id"] for u in api.get("/user/list", params={"role": "proxy_admin"}).json()["users"]
+    ] == ["u2"]
     paged = api.get("/user/list", params={"page_size": 2, "page": 2}).json()
     assert (paged["total"], paged["total_pages"], len(paged["users"])) == (3, 2, 1)
 
@@ -111,7 +144,9 @@ def test_user_list_page_size_cap_and_sort_errors(api: httpx.Client) -> None:
 
 def test_user_update_replaces_metadata(api: httpx.Client, emulator: EmulatorAdmin) -> None:
     emulator.create_user("a", metadata={"x": 1, "scim_active": True})
-    response = api.post("/user/update", json={"user_id": "a", "metadata": {"y": 2}, "user_alias": "Ann"})
+    response = api.post(
+        "/user/update", json={"user_id": "a", "metadata": {"y": 2}, "user_alias": "Ann"}
+    )
     assert response.status_code == 200
     body = response.json()
     assert body["user_id"] == "a"
@@ -119,14 +154,20 @@ def test_user_update_replaces_metadata(api: httpx.Client, emulator: EmulatorAdmi
     assert body["data"]["user_alias"] == "Ann"
 
 
-def test_user_update_empty_metadata_keeps_the_stored_one(api: httpx.Client, emulator: EmulatorAdmin) -> None:
+def test_user_update_empty_metadata_keeps_the_stored_one(
+    api: httpx.Client, emulator: EmulatorAdmin
+) -> None:
     emulator.create_user("a", metadata={"x": 1})
     body = api.post("/user/update", json={"user_id": "a", "metadata": {}}).json()
     assert body["data"]["metadata"] == {"x": 1}
 
 
-def test_user_update_ignores_teams_and_upserts_unknown_user(api: httpx.Client, emulator: EmulatorAdmin) -> None:
-    body = api.post("/user/update", json={"user_id": "new", "teams": ["t1"], "max_budget": 3}).json()
+def test_user_update_ignores_teams_and_upserts_unknown_user(
+    api: httpx.Client, emulator: EmulatorAdmin
+) -> None:
+    body = api.post(
+        "/user/update", json={"user_id": "new", "teams": ["t1"], "max_budget": 3}
+    ).json()
     assert body["user_id"] == "new"
     assert body["data"]["teams"] == [] and body["data"]["max_budget"] == 3
     assert "new" in {u["user_id"] for u in emulator.state()["users"]}
@@ -144,8 +185,13 @@ def test_user_update_errors(api: httpx.Client) -> None:
     assert "Invalid budget_duration" in error["message"]
 
 
-def test_user_delete_removes_keys_and_memberships(api: httpx.Client, emulator: EmulatorAdmin) -> None:
-    api.post("/team/new", json={"team_id": "t1", "members_with_roles": [{"user_id": "a", "role": "user"}]})
+def test_user_delete_removes_keys_and_memberships(
+    api: httpx.Client, emulator: EmulatorAdmin
+) -> None:
+    api.post(
+        "/team/new",
+        json={"team_id": "t1", "members_with_roles": [{"user_id": "a", "role": "user"}]},
+    )
     key = emulator.generate_key(user_id="a", team_id="t1")
     emulator.generate_key(user_id="a")
     response = api.post("/user/delete", json={"user_ids": ["a"]})
