@@ -310,8 +310,9 @@ def test_no_secret_in_any_configmap(helm: str, case: str) -> None:
     config = yaml.safe_load(config_map(objects)["data"]["syncd.yaml"])
     assert "client_secret" not in config["keycloak"]
     assert "api_key" not in config["litellm"]
-    assert config["keycloak"]["client_secret_file"] == "/var/run/secrets/syncd/keycloak-client-secret"
-    assert config["litellm"]["api_key_file"] == "/var/run/secrets/syncd/litellm-api-key"
+    secret_dir = "/var/run/secrets/syncd"
+    assert config["keycloak"]["client_secret_file"] == f"{secret_dir}/keycloak-client-secret"
+    assert config["litellm"]["api_key_file"] == f"{secret_dir}/litellm-api-key"
 
 
 @pytest.mark.parametrize(
@@ -410,7 +411,8 @@ def test_service_and_servicemonitor_select_the_pod(helm: str) -> None:
     deployment = one(objects, "Deployment")
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    service_labels = service["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service_labels.items()
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] == service["spec"]["ports"][0]["name"] == "http-metrics"
     assert endpoint["path"] == "/metrics"
