@@ -118,9 +118,16 @@ class LiteLLMClient:
 
     # -- writes -------------------------------------------------------------
     async def _post(
-        self, path: str, body: Mapping[str, Any], *, ok: Sequence[str] = (), method: str = "POST"
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        ok: Sequence[str] = (),
+        gone_ok: bool = False,
+        method: str = "POST",
     ) -> httpx.Response:
-        """Send a write; a 4xx whose message contains one of `ok` counts as done."""
+        """Send a write; a 4xx whose message contains one of `ok` counts as done, and
+        so does 404 for deletions (`gone_ok`): what is gone needs no deleting."""
         try:
             response = await self.api.request(
                 method, path, json=dict(body), headers=self.write_headers
@@ -132,6 +139,8 @@ class LiteLLMClient:
         if response.status_code < 300:
             return response
         text = error_text(response)
+        if gone_ok and response.status_code == 404:
+            return response
         if 400 <= response.status_code < 500 and any(s.lower() in text.lower() for s in ok):
             return response
         if error_type(response) == "team_member_already_in_team" and "already" in " ".join(ok):
@@ -180,7 +189,7 @@ class LiteLLMClient:
         await self._post("/team/update", {"team_id": team_id, "metadata": dict(metadata)})
 
     async def delete_team(self, team_id: str) -> None:
-        await self._post("/team/delete", {"team_ids": [team_id]}, ok=("not found", "doesn't exist"))
+        await self._post("/team/delete", {"team_ids": [team_id]}, gone_ok=True)
 
     async def add_members(self, team_id: str, members: Sequence[tuple[str, Role]]) -> None:
         """One member_add for many users; already-present ones are skipped by LiteLLM."""
@@ -206,7 +215,7 @@ class LiteLLMClient:
         )
 
     async def delete_keys(self, tokens: Sequence[str]) -> None:
-        await self._post("/key/delete", {"keys": list(tokens)}, ok=("not found",))
+        await self._post("/key/delete", {"keys": list(tokens)}, gone_ok=True)
 
     async def block_key(self, token: str, metadata: Mapping[str, Any]) -> None:
         # Marker before block, so a key blocked by syncd is always recognisable.
@@ -219,7 +228,7 @@ class LiteLLMClient:
         await self._post("/key/update", {"key": token, "metadata": dict(metadata)})
 
     async def delete_user(self, user_id: str) -> None:
-        await self._post("/user/delete", {"user_ids": [user_id]}, ok=("not found",))
+        await self._post("/user/delete", {"user_ids": [user_id]}, gone_ok=True)
 
 
 # --- parsing rows --------------------------------------------------------------

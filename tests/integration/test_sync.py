@@ -1,0 +1,334 @@
+"""syncd end to end: a real Keycloak process, the emulator over HTTP, the real CLI."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from devtools.litellm_emulator.admin import EmulatorAdmin
+from devtools.realm import User
+from tests.fixtures.keycloak import KeycloakRealm, RealmFactory
+from tests.integration.harness import Syncd, members, teams, users
+
+BIG = 155
+GROUPS = {
+    "/llm/research": {"litellm.max_budget": "50"},
+    "/llm/research/vision": {},
+    "/llm/platform": {"litellm.tpm_limit": "1000"},
+    "/llm/big": {},
+    "/other": {},
+}
+PEOPLE = [
+    User("alice", "alice@example.com", groups=["/llm/research", "/llm/platform"]),
+    User("bob", "bob@example.com", groups=["/llm/research"]),
+    User("carol", "carol@example.com", groups=["/llm/platform", "/other"]),
+    User("dave", "dave@example.com", enabled=False, groups=["/llm/research"]),
+    User("erin", "erin@example.com", groups=["/other"]),
+    *[User(f"u{i:03}", f"u{i:03}@example.com", groups=["/llm/big"]) for i in range(BIG)],
+]
+
+
+@pytest.fixture
+def realm(realm_factory: RealmFactory) -> KeycloakRealm:
+    return realm_factory(groups=GROUPS, users=PEOPLE)
+
+
+@pytest.fixture
+def syncd(realm: KeycloakRealm, emulator: EmulatorAdmin, tmp_path: Path) -> Syncd:
+    return Syncd(realm, emulator, tmp_path, keycloak={"page_size": 50})
+
+
+def test_first_sync_creates_everything_and_second_writes_nothing(
+    syncd: Syncd, realm: KeycloakRealm, emulator: EmulatorAdmin
+) -> None:
+    dry = syncd.once("--dry-run")
+    assert dry.code == 0, dry.stderr
+    assert len(dry.json["plan"]["operations"]) > BIG
+    assert emulator.audit() == []  # a dry run writes nothing
+
+    first = syncd.once()
+    assert first.code == 0, first.stderr
+    got = teams(emulator)
+    ids = realm.group_ids()
+    assert set(got) == {ids[p] for p in ("/llm", "/llm/research", "/llm/research/vision",
+                                         "/llm/platform", "/llm/big")}
+    research = got[ids["/llm/research"]]
+    assert research["team_alias"] == "research"
+    assert research["max_budget"] == 50.0
+    assert research["metadata"]["syncd_managed"] is True
+    assert research["metadata"]["syncd_group_path"] == "/llm/research"
+    assert got[ids["/llm/platform"]]["tpm_limit"] == 1000
+    uid = realm.user_ids()
+    assert members(research) == {uid["alice"]: "user", uid["bob"]: "user"}  # dave is disabled
+    assert len(members(got[ids["/llm/big"]])) == BIG  # paged through 50 at a time
+    people = users(emulator)
+    assert people[uid["alice"]]["user_email"] == "alice@example.com"
+    assert people[uid["alice"]]["metadata"]["syncd_managed"] is True
+    assert uid["dave"] not in people and uid["erin"] not in people
+    assert realm.service_account_user_id() not in people
+    assert emulator.state()["keys"] == []  # auto_create_key: false
+    audit = emulator.audit()
+    assert audit and all(w["changed_by"] == "syncd" for w in audit)
+
+    second = syncd.once()
+    assert second.code == 0, second.stderr
+    assert second.json["summary"]["ll_writes"] == 0
+    assert len(emulator.audit()) == len(audit)
+    check = syncd.run("--check")
+    assert check.code == 0, check.stdout
+
+
+def test_keycloak_changes_reach_litellm(
+    syncd: Syncd, realm: KeycloakRealm, emulator: EmulatorAdmin
+) -> None:
+    assert syncd.once().code == 0
+    ids, uid = realm.group_ids(), realm.user_ids()
+    realm.rename_group("/llm/research", "science")
+    realm.remove_user_from_group("bob", "/llm/science")
+    realm.create_group("/llm/platform/sre")
+    realm.add_user_to_group("carol", "/llm/platform/sre")
+    check = syncd.run("--check")
+    assert check.code == 1  # drift
+    result = syncd.once()
+    assert result.code == 0, result.stdout + result.stderr
+    got = teams(emulator)
+    science = got[ids["/llm/research"]]  # same team, new alias
+    assert science["team_alias"] == "science"
+    assert science["metadata"]["syncd_group_path"] == "/llm/science"
+    assert members(science) == {uid["alice"]: "user"}
+    sre = got[realm.group_id("/llm/platform/sre")]
+    assert sre["team_alias"] == "sre" and members(sre) == {uid["carol"]: "user"}
+    assert sum(1 for t in got.values() if t["team_alias"] in ("research", "science")) == 1
+    # bob is in no managed group any more: departed, kill switch on
+    assert users(emulator)[uid["bob"]]["metadata"]["scim_active"] is False
+    assert syncd.once().json["summary"]["ll_writes"] == 0
+
+
+@pytest.mark.parametrize("failure", ["wrong secret", "missing role", "keycloak down"])
+def test_keycloak_read_failure_writes_nothing(
+    failure: str, syncd: Syncd, realm: KeycloakRealm, emulator: EmulatorAdmin
+) -> None:
+    env = {}
+    if failure == "wrong secret":
+        env["SYNCD_KEYCLOAK__CLIENT_SECRET"] = "not-the-secret"
+    elif failure == "missing role":
+        realm.remove_service_account_role("view-users")
+    else:
+        syncd.config["keycloak"]["url"] = "http://127.0.0.1:9"  # discard port: refused
+    result = syncd.once(env=env)
+    assert result.code == 4, result.stdout + result.stderr
+    assert emulator.audit() == []
+    error = result.json["error"]
+    expected = {"wrong secret": "authentication refused", "missing role": "view-users",
+                "keycloak down": "cannot connect"}[failure]
+    assert expected in error
+    assert "not-the-secret" not in result.stdout + result.stderr
+
+
+def test_empty_selection_while_teams_are_managed_is_a_failure(
+    syncd: Syncd, emulator: EmulatorAdmin
+) -> None:
+    assert syncd.once().code == 0
+    before = len(emulator.audit())
+    syncd.config["selection"] = {"path_prefixes": ["/nothing-here"], "attribute": None}
+    result = syncd.once()
+    assert result.code == 4
+    assert "refusing to treat that as everyone leaving" in result.json["error"]
+    assert len(emulator.audit()) == before
+
+
+def test_unmanaged_team_is_left_alone_unless_adopted(
+    syncd: Syncd, realm: KeycloakRealm, emulator: EmulatorAdmin
+) -> None:
+    gid = realm.group_id("/llm/platform")
+    emulator.create_team(team_id=gid, team_alias="hand-made", metadata={"owner": "ops"})
+    result = syncd.once()
+    assert result.code == 0
+    assert teams(emulator)[gid]["team_alias"] == "hand-made"
+    assert any(s["team"] == gid for s in result.json["plan"]["skipped"])
+    syncd.config["teams"] = {"adopt_existing": True}
+    assert syncd.once().code == 0
+    team = teams(emulator)[gid]
+    assert team["team_alias"] == "platform" and team["metadata"]["owner"] == "ops"
+    assert team["metadata"]["syncd_managed"] is True
+
+
+def test_admin_subgroup_without_licence_syncs_as_user(
+    realm_factory: RealmFactory, emulator: EmulatorAdmin, tmp_path: Path
+) -> None:
+    realm = realm_factory(groups=["/llm/t", "/llm/t/admins"],
+                          users=[User("boss", groups=["/llm/t/admins"]),
+                                 User("dev", groups=["/llm/t"])])
+    syncd = Syncd(realm, emulator, tmp_path, members={"admin_subgroup": "admins"})
+    result = syncd.once()
+    assert result.code == 0
+    assert any("enterprise licence" in w for w in result.json["warnings"])
+    team = teams(emulator)[realm.group_id("/llm/t")]
+    assert members(team) == {realm.user_id("boss"): "user", realm.user_id("dev"): "user"}
+    assert realm.group_id("/llm/t/admins") not in teams(emulator)
+    # licensed proxy: the admin role is granted
+    emulator.settings(licensed=True)
+    syncd.config["litellm"]["enterprise_license"] = True
+    assert syncd.once().code == 0
+    assert members(teams(emulator)[realm.group_id("/llm/t")])[realm.user_id("boss")] == "admin"
+
+
+# --- departures (issue 4) ------------------------------------------------------------
+
+
+def test_departed_user_loses_access_and_gets_it_back(
+    syncd: Syncd, realm: KeycloakRealm, emulator: EmulatorAdmin
+) -> None:
+    assert syncd.once().code == 0
+    uid, ids = realm.user_ids(), realm.group_ids()
+    alice = uid["alice"]
+    team_key = emulator.generate_key(user_id=alice, team_id=ids["/llm/research"])["key"]
+    personal = emulator.generate_key(user_id=alice, key_alias="alice-laptop")["key"]
+    by_admin = emulator.generate_key(user_id=alice)["key"]
+    with emulator.client(headers={"litellm-changed-by": "admin"}) as c:
+        c.post("/key/block", json={"key": by_admin}).raise_for_status()
+    assert emulator.auth_check(personal)["allowed"] and emulator.auth_check(team_key)["allowed"]
+
+    realm.disable_user("alice")
+    plan = syncd.once("--dry-run").json["plan"]
+    described = " | ".join(op["description"] for op in plan["operations"])
+    assert "block key alice-laptop" in described and "block user alice" in described
+    assert personal not in str(plan) and team_key not in str(plan)
+    result = syncd.once()
+    assert result.code == 0, result.stdout
+    assert not emulator.auth_check(personal)["allowed"]
+    assert not emulator.auth_check(team_key)["allowed"]
+    state = users(emulator)[alice]
+    assert state["metadata"]["scim_active"] is False and "syncd_blocked_at" in state["metadata"]
+    assert all(alice not in members(t) for t in teams(emulator).values())
+    assert syncd.once().json["summary"]["ll_writes"] == 0
+
+    realm.enable_user("alice")
+    result = syncd.once()
+    assert result.code == 0, result.stdout
+    assert emulator.auth_check(personal)["allowed"]
+    assert not emulator.auth_check(by_admin)["allowed"]  # blocked by hand: stays blocked
+    assert users(emulator)[alice]["metadata"]["scim_active"] is True
+    assert alice in members(teams(emulator)[ids["/llm/research"]])
+
+
+def test_leaving_one_team_revokes_only_that_teams_keys(
+    syncd: Syncd, realm: KeycloakRealm, emulator: EmulatorAdmin
+) -> None:
+    emulator.settings(delete_keys_on_member_delete=False)  # older LiteLLM keeps them
+    assert syncd.once().code == 0
+    uid, ids = realm.user_ids(), realm.group_ids()
+    research_key = emulator.generate_key(user_id=uid["alice"], team_id=ids["/llm/research"])
+    platform_key = emulator.generate_key(user_id=uid["alice"], team_id=ids["/llm/platform"])
+    realm.remove_user_from_group("alice", "/llm/research")
+    result = syncd.once()
+    assert result.code == 0
+    assert not emulator.auth_check(research_key["key"])["allowed"]
+    assert emulator.auth_check(platform_key["key"])["allowed"]
+    assert syncd.once().json["summary"]["ll_writes"] == 0
+
+
+def test_deleted_group_blocks_its_team(
+    syncd: Syncd, realm: KeycloakRealm, emulator: EmulatorAdmin
+) -> None:
+    assert syncd.once().code == 0
+    gid = realm.group_id("/llm/platform")
+    service_key = emulator.generate_key(team_id=gid)["key"]  # a team key without a user
+    realm.delete_group("/llm/platform")
+    result = syncd.once()
+    assert result.code == 0, result.stdout
+    team = teams(emulator)[gid]
+    assert team["blocked"] is True and "syncd_archived_at" in team["metadata"]
+    assert members(team) == {}
+    assert not emulator.auth_check(service_key)["allowed"]
+    uid = realm.user_ids()
+    assert users(emulator)[uid["carol"]]["metadata"]["scim_active"] is False  # no group left
+    assert users(emulator)[uid["alice"]]["metadata"].get("scim_active") is not False
+
+
+def test_brake_at_and_over_threshold(
+    syncd: Syncd, realm: KeycloakRealm, emulator: EmulatorAdmin
+) -> None:
+    syncd.config["safety"] = {"max_destructive_ops": 6, "max_destructive_fraction": 1.0}
+    assert syncd.once().code == 0
+    uid = realm.user_ids()
+    for name in ("u000", "u001", "u002", "u003"):  # 4 departures: 8 destructive operations
+        realm.remove_user_from_group(name, "/llm/big")
+    realm.add_user_to_group("erin", "/llm/research")  # and one addition
+    result = syncd.once()
+    assert result.code == 7, result.stdout
+    assert len(result.json["plan"]["held_back"]) == 8
+    research = members(teams(emulator)[realm.group_id("/llm/research")])
+    assert uid["erin"] in research  # the non-destructive part was applied
+    assert len(members(teams(emulator)[realm.group_id("/llm/big")])) == BIG  # nobody removed
+    realm.add_user_to_group("u003", "/llm/big")  # back to 3 departures: 6, at the limit
+    result = syncd.once()
+    assert result.code == 0, result.stdout
+    assert len(members(teams(emulator)[realm.group_id("/llm/big")])) == BIG - 3
+
+
+def test_brake_released_with_force(
+    syncd: Syncd, realm: KeycloakRealm, emulator: EmulatorAdmin
+) -> None:
+    syncd.config["safety"] = {"max_destructive_ops": 1}
+    assert syncd.once().code == 0
+    for name in ("u010", "u011"):
+        realm.remove_user_from_group(name, "/llm/big")
+    assert syncd.once().code == 7
+    assert syncd.once("--force").code == 0
+    assert len(members(teams(emulator)[realm.group_id("/llm/big")])) == BIG - 2
+
+
+def test_killed_mid_departure_next_run_converges(
+    syncd: Syncd, realm: KeycloakRealm, emulator: EmulatorAdmin
+) -> None:
+    syncd.config["safety"] = {"max_destructive_ops": 1000, "max_destructive_fraction": 1.0}
+    syncd.config["litellm"]["concurrency"] = 2
+    assert syncd.once().code == 0
+    uid = realm.user_ids()
+    leaving = [f"u{i:03}" for i in range(30)]
+    staying = [f"u{i:03}" for i in range(30, 40)]
+    keys = {name: emulator.generate_key(user_id=uid[name])["key"] for name in leaving + staying}
+    for name in leaving:
+        realm.remove_user_from_group(name, "/llm/big")
+    emulator.set_faults([{"path": "/key/*", "method": "POST", "latency_ms": 40},
+                         {"path": "/user/update", "latency_ms": 40}])
+    proc = subprocess.Popen([*syncd_cmd(syncd), "--once"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=syncd_env(syncd))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if any(w["path"] == "/key/block" for w in emulator.audit()):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    blocked_now = sum(not emulator.auth_check(keys[n])["allowed"] for n in leaving)
+    assert 0 < blocked_now < len(leaving)  # really interrupted half way
+    emulator.clear_faults()
+    result = syncd.once()
+    assert result.code == 0, result.stdout
+    assert all(not emulator.auth_check(keys[n])["allowed"] for n in leaving)
+    assert all(emulator.auth_check(keys[n])["allowed"] for n in staying)
+    assert syncd.once().json["summary"]["ll_writes"] == 0
+
+
+def syncd_cmd(syncd: Syncd) -> list[str]:
+    import yaml
+
+    from tests.integration.harness import SYNCD
+
+    path = syncd.tmp / "syncd.yaml"
+    path.write_text(yaml.safe_dump(syncd.config))
+    return [SYNCD, "--config", str(path)]
+
+
+def syncd_env(syncd: Syncd) -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
+    env.update(syncd.env)
+    return env
