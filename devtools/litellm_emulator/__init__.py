@@ -10,11 +10,11 @@ import os
 # model price table at import time, and there is no network.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from devtools.litellm_emulator.admin import EmulatorAdmin  # noqa: E402
-from devtools.litellm_emulator.app import create_app  # noqa: E402
-from devtools.litellm_emulator.core import EmulatorSettings  # noqa: E402
-from devtools.litellm_emulator.faults import FaultConfig, FaultRule  # noqa: E402
-from devtools.litellm_emulator.server import EmulatorProcess, EmulatorServer  # noqa: E402
+from devtools.litellm_emulator.admin import EmulatorAdmin
+from devtools.litellm_emulator.app import create_app
+from devtools.litellm_emulator.core import EmulatorSettings
+from devtools.litellm_emulator.faults import FaultConfig, FaultRule
+from devtools.litellm_emulator.server import EmulatorProcess, EmulatorServer
 
 __all__ = [
     "EmulatorAdmin",

@@ -12,6 +12,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,6 +35,10 @@ from devtools.litellm_emulator.faults import Counters, FaultConfig, FaultInjecto
 from devtools.litellm_emulator.state import AuditEntry, State, utcnow
 
 LITELLM_VERSION = "1.110.2"
+
+PYDANTIC_ALIAS_WARNING = r"The 'alias' attribute with value 'data'"
+"""Harmless pydantic warning raised once per route when FastAPI first builds a LiteLLM model."""
+warnings.filterwarnings("ignore", message=PYDANTIC_ALIAS_WARNING, category=UserWarning)
 
 METADATA_FIELDS: tuple[str, ...] = tuple(LiteLLM_ManagementEndpoint_MetadataFields)
 PREMIUM_METADATA_FIELDS: tuple[str, ...] = tuple(LiteLLM_ManagementEndpoint_MetadataFields_Premium)

@@ -177,6 +177,7 @@ async def new_user(data: NewUserRequest, emulator: EmulatorDep) -> Any:
                 if k in NewUserResponse.model_fields and k not in ("token", "token_id")
             }
             body["key"] = raw_key
+            body.pop("teams", None)  # only reported when team_id/teams were sent
             if attached is not None:
                 body["teams"] = attached
             return NewUserResponse.model_validate(body)

@@ -12,9 +12,17 @@ import httpx
 import pytest
 
 from devtools.litellm_emulator.admin import EmulatorAdmin
+from devtools.litellm_emulator.core import PYDANTIC_ALIAS_WARNING
 from tests.fixtures.emulator import *  # noqa: F403
 
 ACTOR = "syncd-test"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Silence a harmless pydantic warning about LiteLLM models (core.PYDANTIC_ALIAS_WARNING)."""
+    for item in items:
+        if "tests/emulator/" in str(item.path):
+            item.add_marker(pytest.mark.filterwarnings(f"ignore:{PYDANTIC_ALIAS_WARNING}:UserWarning"))
 
 
 @pytest.fixture

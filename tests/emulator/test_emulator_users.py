@@ -30,6 +30,7 @@ def test_user_new_auto_creates_a_personal_key_by_default(
 def test_user_new_without_key(api: httpx.Client, emulator: EmulatorAdmin) -> None:
     body = api.post("/user/new", json={"user_id": "bob", "auto_create_key": False}).json()
     assert body["key"] == ""
+    assert body["teams"] is None
     assert emulator.state()["keys"] == []
     generated = api.post("/user/new", json={"auto_create_key": False}).json()
     assert len(generated["user_id"]) == 36
