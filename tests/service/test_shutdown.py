@@ -1,0 +1,141 @@
+"""SIGTERM/SIGINT: no new run, the run in flight finishes (bounded), exit 0; overruns."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from devtools.litellm_emulator.admin import EmulatorAdmin
+from tests.fixtures.keycloak import RealmFactory
+from tests.service.conftest import DaemonFactory, SyncdProcess
+from tests.service.test_daemon import check_run_ids, memberships
+
+pytestmark = pytest.mark.integration
+
+GROUPS = {"/llm/research": {}, "/llm/ops": {}}
+USERS = [
+    {"username": "alice", "email": "alice@example.com", "groups": ["/llm/research"]},
+    {"username": "bob", "email": "bob@example.com", "groups": ["/llm/ops", "/llm/research"]},
+]
+
+
+def slow_writes(emulator: EmulatorAdmin, ms: float) -> None:
+    """Every write to the emulated API takes ``ms``; reads stay fast."""
+    emulator.set_faults([{"path": "*", "method": "POST", "latency_ms": ms}])
+
+
+def slow_reads(emulator: EmulatorAdmin, ms: float) -> None:
+    """Every read takes ``ms``. For runs that get cancelled: the emulator finishes a
+    request whose client went away, and a late read, unlike a late write, cannot
+    change the state another test sees."""
+    emulator.set_faults([{"path": "*", "method": "GET", "latency_ms": ms}])
+
+
+def wait_for_request(daemon: SyncdProcess, emulator: EmulatorAdmin, kind: str) -> None:
+    """Until the first run's first read or write has reached the emulator (and is delayed)."""
+    daemon.wait_for(
+        f"a {kind[:-1]} in flight", lambda: emulator.counters()["total"][kind] > 0,
+        timeout=30, interval=0.05,
+    )
+
+
+def event_names(daemon: SyncdProcess) -> list[str]:
+    return [str(e["event"]) for e in daemon.events()]
+
+
+def test_sigterm_lets_the_run_in_flight_finish(
+    realm_factory: RealmFactory, emulator: EmulatorAdmin, syncd_daemon: DaemonFactory
+) -> None:
+    realm = realm_factory(groups=GROUPS, users=USERS)
+    slow_writes(emulator, 700)  # three write phases (users, teams, members): ~2 s
+    daemon = syncd_daemon(realm, emulator, schedule={"shutdown_timeout_seconds": 30})
+    wait_for_request(daemon, emulator, "writes")
+    assert not daemon.finished_runs()
+
+    daemon.signal(signal.SIGTERM)
+    # While the run drains, the daemon reports that it is going away but still serves.
+    daemon.wait_for("draining", lambda: daemon.named("shutdown_waiting_for_run"))
+    status, body = daemon.ready()
+    assert (status, body["status"]) == (503, "not ready: shutting down")
+    assert daemon.get("/healthz").json()["status"] == "stopping"
+    assert daemon.get("/metrics").status_code == 200
+
+    assert daemon.wait_exit() == 0
+    names = event_names(daemon)
+    assert names.count("sync_started") == 1, "no new run may start after SIGTERM"
+    assert names.index("shutdown_requested") < names.index("sync_finished")
+    assert names.index("sync_finished") < names.index("service_stopped")
+    assert "shutdown_timeout" not in names and "run_cancelled" not in names
+
+    # The run completed: everything it planned was applied, nothing half done.
+    (summary,) = daemon.finished_runs()
+    assert summary["result"] == "success", summary
+    assert summary["planned"] == summary["applied"] > 0
+    assert summary["failed"] == 0
+    assert memberships(emulator) == {
+        ("research", "alice@example.com"),
+        ("research", "bob@example.com"),
+        ("ops", "bob@example.com"),
+    }
+    assert emulator.state()["consistency_problems"] == []
+    check_run_ids(daemon)
+
+
+def test_sigterm_waits_at_most_the_shutdown_timeout(
+    realm_factory: RealmFactory, emulator: EmulatorAdmin, syncd_daemon: DaemonFactory
+) -> None:
+    realm = realm_factory(groups=GROUPS, users=USERS)
+    slow_reads(emulator, 10_000)
+    daemon = syncd_daemon(realm, emulator, schedule={"shutdown_timeout_seconds": 1})
+    wait_for_request(daemon, emulator, "reads")
+    started = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit(timeout=15) == 0
+    assert time.monotonic() - started < 8
+    names = event_names(daemon)
+    assert names.index("shutdown_timeout") < names.index("run_cancelled")
+    (summary,) = daemon.finished_runs()  # the cancelled run is still summarised
+    assert summary["result"] == "failure"
+    assert "service_stopped" in names
+
+
+def test_second_signal_cancels_the_run(
+    realm_factory: RealmFactory, emulator: EmulatorAdmin, syncd_daemon: DaemonFactory
+) -> None:
+    realm = realm_factory(groups=GROUPS, users=USERS)
+    slow_reads(emulator, 10_000)
+    daemon = syncd_daemon(realm, emulator, schedule={"shutdown_timeout_seconds": 60})
+    wait_for_request(daemon, emulator, "reads")
+    daemon.signal(signal.SIGINT)
+    daemon.wait_for("draining", lambda: daemon.named("shutdown_waiting_for_run"))
+    daemon.signal(signal.SIGINT)
+    assert daemon.wait_exit(timeout=15) == 0
+    names = event_names(daemon)
+    assert "shutdown_forced" in names and "run_cancelled" in names
+    assert "shutdown_timeout" not in names
+
+
+def test_overrunning_runs_are_skipped_and_counted(
+    realm_factory: RealmFactory, emulator: EmulatorAdmin, syncd_daemon: DaemonFactory
+) -> None:
+    """Every request takes 0.4 s and a run needs several: longer than the 1 s interval."""
+    realm = realm_factory(groups=GROUPS, users=USERS)
+    emulator.set_faults([{"path": "*", "latency_ms": 400}])
+    daemon = syncd_daemon(realm, emulator)
+    daemon.wait_for("an overrun", lambda: daemon.metric("syncd_run_overruns_total") >= 1)
+    daemon.wait_runs(2)
+    assert daemon.named("run_overrun")
+    emulator.clear_faults()
+    daemon.signal()
+    assert daemon.wait_exit() == 0
+    # Runs never overlapped (check_run_ids fails on a sync_started inside a run).
+    assert check_run_ids(daemon) >= 2
+    runs = daemon.finished_runs()
+    assert all(r["result"] == "success" for r in runs)
+    assert runs[0]["duration"] > 1  # the first run creates everything: slow
+    # The overrun was a scheduled time that came while the first run was going.
+    first_start = daemon.named("sync_started")[0]["timestamp"]
+    overrun = daemon.named("run_overrun")[0]
+    assert first_start < overrun["timestamp"] < runs[0]["timestamp"]
