@@ -242,6 +242,22 @@ def _find_key_for_update(emulator: Emulator, data: UpdateKeyRequest) -> KeyRow:
     return matches[0]
 
 
+def _check_team_change(
+    emulator: Emulator, row: KeyRow, team_id: str, new_user_id: str | None
+) -> None:
+    """``validate_key_team_change``: the key's user must be on the new team's roster (403)."""
+    team = emulator.state.teams.get(team_id)
+    if team is None:
+        raise HTTPDetail(500, {"error": "Team object not found for team change validation"})
+    user_id = new_user_id if new_user_id is not None else row.user_id
+    if user_id is not None and user_id not in team.member_user_ids():
+        raise HTTPDetail(
+            403,
+            f"User={user_id} is not a member of the team={team_id}. "
+            "Check team members via `/team/info`.",
+        )
+
+
 @router.post("/key/update")
 async def update_key_fn(data: UpdateKeyRequest, emulator: EmulatorDep) -> Any:
     """``key_management_endpoints.py::update_key_fn`` + ``prepare_key_update_data``.
@@ -260,6 +276,8 @@ async def update_key_fn(data: UpdateKeyRequest, emulator: EmulatorDep) -> Any:
             sent.pop("key", None)
             if "key_alias" in sent:
                 _check_key_alias(emulator, sent["key_alias"], exclude_token=row.token)
+            if data.team_id is not None and data.team_id != row.team_id:
+                _check_team_change(emulator, row, data.team_id, data.user_id)
             metadata: dict[str, Any]
             if "metadata" in sent:
                 metadata = dict(sent.pop("metadata") or {})

@@ -22,7 +22,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Silence a harmless pydantic warning about LiteLLM models (core.PYDANTIC_ALIAS_WARNING)."""
     for item in items:
         if "tests/emulator/" in str(item.path):
-            item.add_marker(pytest.mark.filterwarnings(f"ignore:{PYDANTIC_ALIAS_WARNING}:UserWarning"))
+            item.add_marker(
+                pytest.mark.filterwarnings(f"ignore:{PYDANTIC_ALIAS_WARNING}:UserWarning")
+            )
 
 
 @pytest.fixture

@@ -204,3 +204,19 @@ def test_key_update_errors(api: httpx.Client, emulator: EmulatorAdmin) -> None:
     other = emulator.generate_key()
     clash = e1(api.post("/key/update", json={"key": other["key"], "key_alias": "taken"}), 400)
     assert clash["param"] == "key_alias"
+
+
+def test_key_update_team_change_needs_membership(
+    api: httpx.Client, emulator: EmulatorAdmin
+) -> None:
+    api.post(
+        "/team/new",
+        json={"team_id": "t1", "members_with_roles": [{"user_id": "a", "role": "user"}]},
+    )
+    api.post("/team/new", json={"team_id": "t2"})
+    key = emulator.generate_key(user_id="a")
+    moved = api.post("/key/update", json={"key": key["key"], "team_id": "t1"})
+    assert moved.status_code == 200 and moved.json()["team_id"] == "t1"
+    refused = e1(api.post("/key/update", json={"key": key["key"], "team_id": "t2"}), 403)
+    assert refused["message"].startswith("User=a is not a member of the team=t2.")
+    assert refused["type"] == "auth_error"
