@@ -135,6 +135,10 @@ class ApiClient:
             transient = isinstance(outcome.exception(), TRANSIENT_ERRORS)
         else:
             transient = outcome.result().status_code in TRANSIENT_STATUS
+        # tenacity asks `retry` before `stop`: without the attempt check the last
+        # attempt would spend budget and count a retry that never happens.
+        if state.attempt_number >= self.retries.max_attempts:
+            return False
         if not transient or not self.budget.take():
             return False
         self.metrics.http_retries.labels(target=self.target).inc()
