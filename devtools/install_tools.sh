@@ -74,6 +74,14 @@ install_promtool() {
     command -v apt-get >/dev/null 2>&1 || die "promtool missing and no apt-get; install prometheus' promtool and put it in $BIN"
     local start=$SECONDS
     export DEBIAN_FRONTEND=noninteractive
+    # We want promtool only: keep the package from starting a Prometheus
+    # server (policy-rc.d "101" = do not start services), unless the machine
+    # already has a policy of its own.
+    local policy=/usr/sbin/policy-rc.d
+    if [[ ! -e "$policy" ]]; then
+        as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod 755 $policy"
+        trap 'as_root rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     # Refresh the lists only when the package is unknown (a fresh machine).
     if ! apt-cache show prometheus >/dev/null 2>&1; then
         as_root apt-get update -qq >/dev/null
