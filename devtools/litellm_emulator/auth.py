@@ -175,7 +175,8 @@ def check_key(
                     f"and current time {now}",
                     "key_expired",
                     "expired_key",
-                    abbreviate_api_key(api_key),
+                    # the real code abbreviates the already-hashed key here
+                    abbreviate_api_key(token),
                 )
         team = state.teams.get(key.team_id) if key.team_id is not None else None
         if team is not None and team.blocked:

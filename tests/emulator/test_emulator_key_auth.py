@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 
 from devtools.litellm_emulator.admin import EmulatorAdmin
@@ -110,10 +112,9 @@ def test_expired_key(api: httpx.Client, emulator: EmulatorAdmin) -> None:
     assert _allowed(emulator, key["key"])
     state_key = emulator.state()["keys"][0]
     assert state_key["expires"] is None
-    expired = emulator.generate_key(duration="1s")["key"]
-    import time
-
+    generated = emulator.generate_key(duration="1s")
+    expired = generated["key"]
     time.sleep(1.1)
     verdict = emulator.auth_check(expired)
     assert (verdict["rule"], verdict["type"]) == ("key_expired", "expired_key")
-    assert verdict["param"] == f"sk-...{expired[-4:]}"
+    assert verdict["param"] == f"sk-...{generated['token'][-4:]}"  # abbreviates the hash
