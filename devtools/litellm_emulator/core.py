@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import Request
+from pydantic import BaseModel
 from litellm.litellm_core_utils.duration_parser import duration_in_seconds
 from litellm.proxy._types import (
     CommonProxyErrors,
@@ -219,6 +220,6 @@ def key_model(row: dict[str, Any]) -> LiteLLM_VerificationToken:
     return LiteLLM_VerificationToken.model_validate(row)
 
 
-def dump(model: Any) -> Any:
+def dump(model: BaseModel) -> dict[str, Any]:
     """JSON-ready dump of a pydantic model (datetimes as ISO strings)."""
     return model.model_dump(mode="json")

@@ -295,18 +295,18 @@ class State:
                         )
             for user in self.users.values():
                 for team_id in user.teams:
-                    team = self.teams.get(team_id)
-                    if team is None:
+                    listed = self.teams.get(team_id)
+                    if listed is None:
                         problems.append(
                             f"user {user.user_id}: user.teams names missing team {team_id}"
                         )
-                    elif user.user_id not in team.member_user_ids():
+                    elif user.user_id not in listed.member_user_ids():
                         problems.append(
                             f"user {user.user_id}: team {team_id} in user.teams, not rostered"
                         )
             for user_id, team_id in self.memberships:
-                team = self.teams.get(team_id)
-                if team is None or user_id not in team.member_user_ids():
+                owner = self.teams.get(team_id)
+                if owner is None or user_id not in owner.member_user_ids():
                     problems.append(f"membership ({user_id}, {team_id}) without roster entry")
         return problems
 
