@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import Request
-from pydantic import BaseModel
 from litellm.litellm_core_utils.duration_parser import duration_in_seconds
 from litellm.proxy._types import (
     CommonProxyErrors,
@@ -29,6 +28,7 @@ from litellm.proxy._types import (
     LiteLLM_VerificationToken,
 )
 from litellm.proxy.common_utils.timezone_utils import budget_duration_error, get_budget_reset_time
+from pydantic import BaseModel
 
 from devtools.litellm_emulator.auth import check_management_caller, extract_api_key
 from devtools.litellm_emulator.errors import EmulatorHTTPError, openai_error, proxy_error
