@@ -292,7 +292,14 @@ def test_cronjob_concurrency_other_than_forbid_fails(helm: str) -> None:
 
 def test_unknown_mode_fails(helm: str) -> None:
     err = render_error(helm, DEPLOYMENT, sets=("mode=daemonset",))
-    assert "mode must be" in err
+    assert "mode" in err and "'deployment', 'cronjob'" in err  # values.schema.json
+
+
+def test_schema_catches_misspelt_keys(helm: str) -> None:
+    err = render_error(helm, DEPLOYMENT, sets=("serviceMonitor.enable=true",))
+    assert "additional properties 'enable' not allowed" in err
+    err = render_error(helm, DEPLOYMENT, sets=("prometheusRule.errorRate.ratio=ten",))
+    assert "errorRate/ratio" in err
 
 
 # --- configuration ----------------------------------------------------------------
