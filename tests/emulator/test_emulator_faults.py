@@ -8,6 +8,9 @@ import httpx
 import pytest
 
 from devtools.litellm_emulator.admin import EmulatorAdmin
+from devtools.litellm_emulator.core import EmulatorSettings
+from devtools.litellm_emulator.faults import FaultConfig, FaultRule
+from devtools.litellm_emulator.server import EmulatorServer
 
 
 def test_rate_limit_with_retry_after(api: httpx.Client, emulator: EmulatorAdmin) -> None:
@@ -127,3 +130,23 @@ def test_counters_split_reads_and_writes(api: httpx.Client, emulator: EmulatorAd
     assert counters["faults"] == {"429": 1}
     emulator.reset_counters()
     assert emulator.counters()["paths"] == {}
+
+
+def test_faults_set_at_start_survive_reset() -> None:
+    settings = EmulatorSettings(
+        master_key="sk-start-faults-0001",
+        faults=FaultConfig(
+            seed=3, rules=[FaultRule(path="/team/list", error_rate=1.0, error_status=502)]
+        ),
+    )
+    with (
+        EmulatorServer(settings) as server,
+        EmulatorAdmin(server.url, server.master_key) as admin,
+        admin.client() as client,
+    ):
+        assert client.get("/team/list").status_code == 502
+        admin.clear_faults()
+        assert client.get("/team/list").status_code == 200
+        admin.reset()
+        assert client.get("/team/list").status_code == 502
+        assert admin.faults()["seed"] == 3
