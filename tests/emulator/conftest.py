@@ -1,7 +1,9 @@
-"""Emulator fixtures for these tests until tests/conftest.py registers them globally.
+"""Helpers for the emulator's own tests.
 
-``api`` is a plain httpx client on the emulated LiteLLM API, authenticated
-with the master key and sending ``litellm-changed-by`` like syncd does.
+The ``litellm_emulator``/``emulator`` fixtures come from ``tests.fixtures.emulator``,
+registered in ``tests/conftest.py``. ``api`` is a plain httpx client on the
+emulated LiteLLM API, authenticated with the master key and sending
+``litellm-changed-by`` like syncd does.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import pytest
 
 from devtools.litellm_emulator.admin import EmulatorAdmin
 from devtools.litellm_emulator.core import PYDANTIC_ALIAS_WARNING
-from tests.fixtures.emulator import *  # noqa: F403
 
 ACTOR = "syncd-test"
 
