@@ -346,11 +346,16 @@ def test_service_account_token_shape(facts_realm: KeycloakRealm) -> None:
 
 
 def test_admin_events_need_view_events_and_log_membership(realm_factory: RealmFactory) -> None:
-    realm = realm_factory(groups=["/llm/team", "/other"], users=[User("u1")])
+    realm = realm_factory(
+        groups=["/llm/team", "/other"],
+        users=[User("u1"), *(User(f"o{i}", groups=["/other"]) for i in range(3))],
+    )
     realm.enable_admin_events()
     realm.add_user_to_group("u1", "/llm/team")
     realm.remove_user_from_group("u1", "/llm/team")
-    realm.delete_group("/other")
+    other = realm.group_id("/other")
+    realm.delete_group("/other")  # 3 members: still a single event
+    u2 = realm.create_user("user2", groups=["/llm/team"])  # membership given at creation
     with realm.service_account_client() as client:
         assert client.get("/admin-events").status_code == 403  # view-users is not enough
     realm.add_service_account_role("view-events")
@@ -358,13 +363,12 @@ def test_admin_events_need_view_events_and_log_membership(realm_factory: RealmFa
     with realm.service_account_client() as client:
         events = _get(client, "/admin-events", resourceTypes=["GROUP_MEMBERSHIP", "GROUP", "USER"])
     summary = [(e["resourceType"], e["operationType"], e["resourcePath"]) for e in events]
-    # Newest first.
-    assert summary[:3] == [
-        ("GROUP", "DELETE", summary[0][2]),
+    assert summary == [  # newest first
+        ("USER", "CREATE", f"users/{u2}"),  # no GROUP_MEMBERSHIP event for u2's group
+        ("GROUP", "DELETE", f"groups/{other}"),
         ("GROUP_MEMBERSHIP", "DELETE", f"users/{uid}/groups/{gid}"),
         ("GROUP_MEMBERSHIP", "CREATE", f"users/{uid}/groups/{gid}"),
     ]
-    assert summary[0][2].startswith("groups/")
 
 
 # --------------------------------------------------------------------- fixture helpers
