@@ -16,10 +16,12 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import httpx
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -129,6 +131,7 @@ class EmulatorServer:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("litellm emulator did not start")
             time.sleep(0.01)
+        warm_up(self.url, self.master_key)
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -235,6 +238,62 @@ class EmulatorProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+_WARM_UP_CALLS: tuple[tuple[str, str, dict[str, object] | None], ...] = (
+    (
+        "POST",
+        "/team/new",
+        {"team_id": "warm-up", "members_with_roles": [{"user_id": "w", "role": "user"}]},
+    ),
+    ("POST", "/team/update", {"team_id": "warm-up"}),
+    ("PATCH", "/team/warm-up", {"metadata": {}}),
+    (
+        "POST",
+        "/team/member_add",
+        {"team_id": "warm-up", "member": {"user_id": "w2", "role": "user"}},
+    ),
+    ("POST", "/team/member_update", {"team_id": "warm-up", "user_id": "w2", "role": "user"}),
+    ("POST", "/team/member_delete", {"team_id": "warm-up", "user_id": "w2"}),
+    ("GET", "/team/info?team_id=warm-up", None),
+    ("GET", "/team/list", None),
+    ("GET", "/v2/team/list", None),
+    ("POST", "/user/new", {"user_id": "warm-up-user"}),
+    ("POST", "/user/update", {"user_id": "warm-up-user", "user_alias": "w"}),
+    ("GET", "/user/info?user_id=warm-up-user", None),
+    ("GET", "/user/list", None),
+    ("POST", "/key/generate", {"key": "sk-warm-up-key-00000", "key_alias": "warm-up"}),
+    ("POST", "/key/update", {"key": "sk-warm-up-key-00000", "metadata": {}}),
+    ("GET", "/key/info?key=sk-warm-up-key-00000", None),
+    ("GET", "/key/list?return_full_object=true", None),
+    ("POST", "/key/block", {"key": "sk-warm-up-key-00000"}),
+    ("POST", "/key/unblock", {"key": "sk-warm-up-key-00000"}),
+    ("POST", "/key/delete", {"keys": ["sk-warm-up-key-00000"]}),
+    ("POST", "/team/block", {"team_id": "warm-up"}),
+    ("POST", "/team/unblock", {"team_id": "warm-up"}),
+    ("POST", "/user/delete", {"user_ids": ["warm-up-user"]}),
+    ("POST", "/team/delete", {"team_ids": ["warm-up"]}),
+)
+
+
+def warm_up(url: str, master_key: str) -> None:
+    """Call every route once, then reset, so FastAPI builds LiteLLM's models up front.
+
+    Building them emits a harmless pydantic ``UserWarning`` (see
+    ``core.PYDANTIC_ALIAS_WARNING``) from the server thread; warnings filters
+    are process-wide, so without this it would land in whatever test made the
+    first call to a route. Start-up faults are off during the warm-up.
+    """
+    headers = {"Authorization": f"Bearer {master_key}"}
+    with (
+        warnings.catch_warnings(),
+        httpx.Client(base_url=url, headers=headers, timeout=10) as client,
+    ):
+        warnings.simplefilter("ignore")
+        client.put("/_emulator/faults", json={"rules": []})
+        for method, path, body in _WARM_UP_CALLS:
+            client.request(method, path, json=body)
+        client.post("/_emulator/reset")  # also restores the start-up faults
 
 
 def serve_forever(settings: EmulatorSettings, *, host: str, port: int, log_level: str) -> None:

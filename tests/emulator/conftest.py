@@ -14,18 +14,8 @@ import httpx
 import pytest
 
 from devtools.litellm_emulator.admin import EmulatorAdmin
-from devtools.litellm_emulator.core import PYDANTIC_ALIAS_WARNING
 
 ACTOR = "syncd-test"
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Silence a harmless pydantic warning about LiteLLM models (core.PYDANTIC_ALIAS_WARNING)."""
-    for item in items:
-        if "tests/emulator/" in str(item.path):
-            item.add_marker(
-                pytest.mark.filterwarnings(f"ignore:{PYDANTIC_ALIAS_WARNING}:UserWarning")
-            )
 
 
 @pytest.fixture
