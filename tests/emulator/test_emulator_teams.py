@@ -639,3 +639,22 @@ def test_team_delete_unknown_id_deletes_nothing(api: httpx.Client, emulator: Emu
     assert detail == {"error": "Team not found, passed team_id=nope"}
     assert [t["team_id"] for t in emulator.state()["teams"]] == ["t1"]
     e2(api.post("/team/delete", json={"team_ids": "t1"}), 422)
+
+
+def test_member_add_duplicate_by_id_and_email_is_silently_skipped(
+    api: httpx.Client, emulator: EmulatorAdmin
+) -> None:
+    """Real quirk: such a member counts twice in the duplicate check, so no 400 is raised."""
+    emulator.create_user("g", user_email="g@x.io")
+    api.post("/team/new", json={"team_id": "t1"})
+    api.post("/team/member_add", json={"team_id": "t1", "member": {"user_id": "g", "role": "user"}})
+    again = api.post(
+        "/team/member_add",
+        json={"team_id": "t1", "member": {"user_id": "g", "user_email": "g@x.io", "role": "user"}},
+    )
+    assert again.status_code == 200
+    assert again.json()["updated_users"] == []
+    roster = again.json()["members_with_roles"]
+    assert [m for m in roster if m["user_id"] == "g"] == [
+        {"user_id": "g", "user_email": "g@x.io", "role": "user"}
+    ]
