@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import structlog
@@ -30,6 +30,8 @@ from syncd.config import RetrySettings
 from syncd.metrics import Metrics
 
 log = structlog.get_logger("syncd.http")
+
+T = TypeVar("T")
 
 TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
 TRANSIENT_ERRORS = (httpx.TransportError,)  # connect, read, write, pool, timeouts, protocol
@@ -198,6 +200,20 @@ class ApiClient:
                 self.metrics.http_duration.labels(target=self.target, method=method).observe(
                     time.perf_counter() - start
                 )
+
+
+async def gather_or_cancel(*aws: Awaitable[T]) -> list[T]:
+    """``asyncio.gather`` for concurrent reads: when one fails, cancel the others and
+    wait for them before raising. Plain gather leaves them running, so their requests
+    (and retries) would outlive the failed run and hit a client that is being closed."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def _last_outcome(state: RetryCallState) -> Any:

@@ -27,7 +27,7 @@ from keycloak.exceptions import (
 
 from syncd.config import Settings, TeamSettingsSpec
 from syncd.errors import SourceReadError
-from syncd.http import ApiClient, describe_transport_error
+from syncd.http import ApiClient, describe_transport_error, gather_or_cancel
 from syncd.model import Desired, DesiredTeam, DesiredUser, Role, TeamSettings
 
 log = structlog.get_logger("syncd.keycloak")
@@ -208,7 +208,7 @@ class KeycloakReader:
         level = top
         while level:
             parents = [g for g in level if g.sub_group_count > 0]
-            results = await asyncio.gather(*(self._children(g) for g in parents))
+            results = await gather_or_cancel(*(self._children(g) for g in parents))
             level = [child for children in results for child in children]
         return top
 
@@ -283,7 +283,7 @@ class KeycloakReader:
                 if flatten or (admin_name and child.name == admin_name):
                     needed[child.id] = child
         ids = sorted(needed)
-        results = await asyncio.gather(*(self.read_members(needed[i]) for i in ids))
+        results = await gather_or_cancel(*(self.read_members(needed[i]) for i in ids))
         members_of = dict(zip(ids, results, strict=True))
 
         users: dict[str, DesiredUser] = {}

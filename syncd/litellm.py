@@ -10,14 +10,13 @@ merge (callers always send the whole dict). Every write carries
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
 
 from syncd.errors import TargetReadError, TargetWriteError
-from syncd.http import ApiClient, describe_transport_error
+from syncd.http import ApiClient, describe_transport_error, gather_or_cancel
 from syncd.model import MANAGED, Actual, Key, Role, Team, TeamSettings, User
 
 PREMIUM_HINT = "premium"  # LiteLLM: "Assigning team admins is a premium feature"
@@ -98,13 +97,13 @@ class LiteLLMClient:
             return rows, pages
 
         rows, total_pages = await page(1)
-        rest = await asyncio.gather(*(page(n) for n in range(2, total_pages + 1)))
+        rest = await gather_or_cancel(*(page(n) for n in range(2, total_pages + 1)))
         for more, _ in rest:
             rows.extend(more)
         return rows
 
     async def read(self) -> Actual:
-        teams_raw, users_raw, keys_raw = await asyncio.gather(
+        teams_raw, users_raw, keys_raw = await gather_or_cancel(
             self._paged("/v2/team/list", "teams", "total_pages", "page_size"),
             self._paged("/user/list", "users", "total_pages", "page_size"),
             self._paged(

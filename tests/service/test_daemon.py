@@ -13,7 +13,7 @@ from tests.service.conftest import DaemonFactory, SyncdProcess
 
 pytestmark = pytest.mark.integration
 
-GROUPS = {"/llm/research": {}, "/llm/ops": {}, "/finance": {}}
+GROUPS: dict[str, dict[str, str]] = {"/llm/research": {}, "/llm/ops": {}, "/finance": {}}
 USERS = [
     {"username": "alice", "email": "alice@example.com", "groups": ["/llm/research"]},
     {"username": "bob", "email": "bob@example.com", "groups": ["/llm/ops"]},

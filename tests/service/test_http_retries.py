@@ -8,6 +8,7 @@ tests (test_retries_live.py) show the same against the emulator over HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -15,7 +16,7 @@ import httpx
 import pytest
 
 from syncd.config import RetrySettings
-from syncd.http import ApiClient, RequestCounter, RetryBudget
+from syncd.http import ApiClient, RequestCounter, RetryBudget, gather_or_cancel
 from syncd.metrics import Metrics
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -162,3 +163,24 @@ async def test_backoff_grows_without_retry_after() -> None:
         await api.request("GET", "/team/list")
     # 0.1 + 0.2 + 0.4 (plus up to 0.1 of jitter each): exponential, not constant.
     assert 0.7 <= time.monotonic() - started < 2.0
+
+
+async def test_gather_or_cancel_cancels_the_rest_when_one_read_fails() -> None:
+    finished: list[str] = []
+
+    async def fails() -> str:
+        await asyncio.sleep(0.01)
+        raise RuntimeError("first read failed")
+
+    async def slow() -> str:
+        await asyncio.sleep(5)
+        finished.append("slow")
+        return "slow"
+
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="first read failed"):
+        await gather_or_cancel(fails(), slow(), slow())
+    assert time.monotonic() - started < 1
+    await asyncio.sleep(0)
+    assert finished == []
+    assert await gather_or_cancel(asyncio.sleep(0, "a"), asyncio.sleep(0, "b")) == ["a", "b"]

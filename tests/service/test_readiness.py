@@ -10,10 +10,11 @@ import pytest
 from devtools.litellm_emulator.admin import EmulatorAdmin
 from tests.fixtures.keycloak import RealmFactory
 from tests.service.conftest import DaemonFactory
+from tests.service.test_daemon import check_run_ids
 
 pytestmark = pytest.mark.integration
 
-GROUPS = {"/llm/research": {}}
+GROUPS: dict[str, dict[str, str]] = {"/llm/research": {}}
 USERS = [{"username": "alice", "email": "alice@example.com", "groups": ["/llm/research"]}]
 ALL_503 = [{"path": "*", "error_rate": 1.0, "error_status": 503}]
 
@@ -71,6 +72,11 @@ def test_readiness_follows_failures_and_recovery(
     assert daemon.metric("syncd_consecutive_failures") == 0
     status, body = daemon.ready()
     assert body["status"] == "ready" and body["consecutive_failures"] == 0
+
+    # Failed runs leave nothing behind: no event of a run after its summary.
+    daemon.signal()
+    assert daemon.wait_exit() == 0
+    check_run_ids(daemon)
 
 
 def test_readiness_expires_with_the_last_success(

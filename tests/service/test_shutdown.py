@@ -14,7 +14,7 @@ from tests.service.test_daemon import check_run_ids, memberships
 
 pytestmark = pytest.mark.integration
 
-GROUPS = {"/llm/research": {}, "/llm/ops": {}}
+GROUPS: dict[str, dict[str, str]] = {"/llm/research": {}, "/llm/ops": {}}
 USERS = [
     {"username": "alice", "email": "alice@example.com", "groups": ["/llm/research"]},
     {"username": "bob", "email": "bob@example.com", "groups": ["/llm/ops", "/llm/research"]},

@@ -1,0 +1,187 @@
+"""The daemon's parts that need no Keycloak: schedule, readiness rules, start-up errors,
+and pushes that cannot fail the run."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from structlog.testing import capture_logs
+
+from syncd.config import PushgatewaySettings, ReadinessSettings, ScheduleSettings, Settings
+from syncd.errors import ConfigError
+from syncd.metrics import Metrics
+from syncd.service import Health, build_trigger, describe_schedule, push_metrics
+from tests.service.conftest import SYNCD_BIN, free_port
+
+# -- schedule -----------------------------------------------------------------------
+
+
+def test_interval_trigger_with_jitter() -> None:
+    trigger = build_trigger(ScheduleSettings(interval_seconds=300, jitter_seconds=30))
+    assert isinstance(trigger, IntervalTrigger)
+    assert trigger.interval == timedelta(seconds=300)
+    now = datetime.now(UTC)
+    fire = trigger.get_next_fire_time(now, now)
+    assert now + timedelta(seconds=300) <= fire <= now + timedelta(seconds=330)
+
+
+def test_cron_trigger_in_utc_with_jitter() -> None:
+    schedule = ScheduleSettings(cron="*/15 * * * *", jitter_seconds=10)
+    trigger = build_trigger(schedule)
+    assert isinstance(trigger, CronTrigger)
+    assert trigger.jitter == 10
+    now = datetime(2025, 1, 1, 12, 1, tzinfo=UTC)
+    fire = trigger.get_next_fire_time(None, now)
+    assert datetime(2025, 1, 1, 12, 15, tzinfo=UTC) <= fire <= datetime(
+        2025, 1, 1, 12, 15, 10, tzinfo=UTC
+    )
+    assert describe_schedule(schedule) == "cron '*/15 * * * *' (UTC), jitter up to 10s"
+
+
+def test_no_jitter() -> None:
+    trigger = build_trigger(ScheduleSettings(interval_seconds=2, jitter_seconds=0))
+    now = datetime.now(UTC)
+    assert trigger.get_next_fire_time(now, now) == now + timedelta(seconds=2)
+
+
+@pytest.mark.parametrize("cron", ["every day", "61 * * * *", "* * *"])
+def test_a_bad_cron_expression_is_a_config_error(cron: str) -> None:
+    with pytest.raises(ConfigError, match=r"schedule\.cron"):
+        build_trigger(ScheduleSettings(cron=cron))
+
+
+# -- readiness ----------------------------------------------------------------------
+
+
+def health(max_failures: int = 2, max_age: float = 600) -> Health:
+    return Health(
+        ReadinessSettings(max_consecutive_failures=max_failures, max_success_age_seconds=max_age)
+    )
+
+
+def test_not_ready_before_the_first_success() -> None:
+    h = health()
+    assert not h.ready()[0]
+    assert h.ready()[1]["status"] == "not ready: no successful sync yet"
+    for result in ("failure", "partial", "braked"):
+        h.run_ended(result)
+        assert not h.ready()[0]
+    h.run_ended("success")
+    assert h.ready()[0]
+
+
+def test_failures_in_a_row_make_it_unready_and_a_success_resets() -> None:
+    h = health(max_failures=2)
+    h.run_ended("success")
+    h.run_ended("failure")
+    assert h.ready()[0]
+    h.run_ended("braked")  # neither failure nor success
+    assert h.ready()[0]
+    h.run_ended("partial")  # partial counts as failed, as in syncd_consecutive_failures
+    ok, body = h.ready()
+    assert not ok
+    assert body["status"] == "not ready: 2 consecutive failed runs"
+    h.run_ended("success")
+    assert h.ready()[0]
+    assert h.ready()[1]["consecutive_failures"] == 0
+
+
+def test_an_old_success_makes_it_unready() -> None:
+    h = health(max_age=60)
+    h.run_ended("success")
+    assert h.ready()[0]
+    assert h.last_success_mono is not None
+    h.last_success_mono -= 61
+    ok, body = h.ready()
+    assert not ok and body["status"].startswith("not ready: last success 61s ago")
+
+
+def test_shutting_down_is_unready_but_alive() -> None:
+    h = health()
+    h.beat(None, scheduler_running=True)
+    h.run_ended("success")
+    h.stopping = True
+    assert h.ready()[1]["status"] == "not ready: shutting down"
+    assert h.liveness()[0]
+    assert h.liveness()[1]["status"] == "stopping"
+
+
+def test_liveness_needs_the_scheduler_and_a_fresh_heartbeat() -> None:
+    h = health()
+    assert not h.liveness()[0]  # scheduler not started
+    h.beat(None, scheduler_running=True)
+    assert h.liveness()[0]
+    h.heartbeat -= 3600
+    ok, body = h.liveness()
+    assert not ok and body["status"].startswith("event loop stalled")
+
+
+# -- pushes -------------------------------------------------------------------------
+
+
+def settings_with(pushgateway: PushgatewaySettings) -> Settings:
+    return Settings(
+        keycloak={"url": "http://kc.invalid", "realm": "r", "client_id": "c",
+                  "client_secret": "s"},
+        litellm={"url": "http://ll.invalid", "api_key": "k"},
+        pushgateway=pushgateway,
+    )
+
+
+def test_push_without_a_url_is_skipped() -> None:
+    with capture_logs() as logs:
+        push_metrics(settings_with(PushgatewaySettings()), Metrics())
+    assert [e["event"] for e in logs] == ["metrics_push_skipped"]
+
+
+def test_a_failing_push_does_not_raise() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    with capture_logs() as logs:
+        push_metrics(settings_with(PushgatewaySettings(url=url, timeout_seconds=1)), Metrics())
+    assert [e["event"] for e in logs] == ["metrics_push_failed"]
+    assert logs[0]["log_level"] == "error"
+
+
+# -- start-up errors of the real process ---------------------------------------------
+
+
+def start_daemon(tmp_path: Path, **overrides: object) -> subprocess.CompletedProcess[str]:
+    config = {
+        "keycloak": {"url": "http://127.0.0.1:9", "realm": "r", "client_id": "c",
+                     "client_secret": "s"},
+        "litellm": {"url": "http://127.0.0.1:9", "api_key": "k"},
+        "selection": {"path_prefixes": ["/llm"]},
+        "logging": {"format": "json"},
+        **overrides,
+    }
+    path = tmp_path / "syncd.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return subprocess.run(
+        [str(SYNCD_BIN), "--config", str(path)], capture_output=True, text=True, timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_a_bad_cron_expression_exits_3(tmp_path: Path) -> None:
+    result = start_daemon(tmp_path, schedule={"cron": "not a cron"})
+    assert result.returncode == 3
+    assert "schedule.cron" in result.stderr
+    assert "sync_started" not in result.stderr
+
+
+def test_a_port_in_use_exits_3(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = start_daemon(tmp_path, server={"host": "127.0.0.1", "port": port})
+    assert result.returncode == 3
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "sync_started" not in result.stderr
