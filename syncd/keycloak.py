@@ -205,12 +205,26 @@ class KeycloakReader:
             self._group(g, None)
             for g in await self._pages("/groups", {"briefRepresentation": "false"})
         ]
+        if not top:
+            await self._confirm_empty()
         level = top
         while level:
             parents = [g for g in level if g.sub_group_count > 0]
             results = await gather_or_cancel(*(self._children(g) for g in parents))
             level = [child for children in results for child in children]
         return top
+
+    async def _confirm_empty(self) -> None:
+        """An empty listing is believed only if the group count agrees: with the
+        `query-groups` role alone Keycloak lists nothing but counts everything."""
+        reply = await self._get("/groups/count", {})
+        count = reply.get("count") if isinstance(reply, dict) else None
+        if count:
+            raise SourceReadError(
+                f"Keycloak listed no groups but counts {count}: the service account of "
+                f"client '{self.settings.keycloak.client_id}' can count but not read groups "
+                "(grant the realm-management role 'view-users')"
+            )
 
     async def _children(self, parent: Group) -> list[Group]:
         raw = await self._pages(f"/groups/{parent.id}/children", {"briefRepresentation": "false"})

@@ -108,3 +108,15 @@ def test_attribute_selection_and_flatten(
     assert syncd.once().code == 7  # 3 removals of 6 memberships: the brake holds them
     assert syncd.once("--force").code == 0
     assert members(teams(emulator)[realm.group_id("/llm/a")]) == {uid["ann"]: "user"}
+
+
+def test_query_groups_role_alone_is_a_read_failure_not_an_empty_realm(
+    realm_factory: RealmFactory, emulator: EmulatorAdmin, tmp_path: Path
+) -> None:
+    """Keycloak answers GET /groups with [] for this role; syncd must not believe it."""
+    realm = realm_factory(groups=["/llm/a"], users=[User("ann", groups=["/llm/a"])],
+                          service_account_roles=("query-groups",))
+    result = Syncd(realm, emulator, tmp_path).once()
+    assert result.code == 4, result.stdout
+    assert "view-users" in result.json["error"]
+    assert emulator.audit() == []
