@@ -142,7 +142,7 @@ class LiteLLMClient:
             return response
         if 400 <= response.status_code < 500 and any(s.lower() in text.lower() for s in ok):
             return response
-        if error_type(response) == "team_member_already_in_team" and "already" in " ".join(ok):
+        if error_type(response) in ok:  # E3 bodies name the condition in `type`
             return response
         kind = "premium" if PREMIUM_HINT in text.lower() else "http"
         raise TargetWriteError(
@@ -198,7 +198,7 @@ class LiteLLMClient:
         await self._post(
             "/team/member_add",
             {"team_id": team_id, "member": member},
-            ok=("already in team", "already a member"),
+            ok=("already in team", "already a member", "team_member_already_in_team"),
         )
 
     async def change_member_role(self, team_id: str, user_id: str, role: Role) -> None:

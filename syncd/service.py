@@ -79,7 +79,7 @@ SERVICE_EVENTS = frozenset(
         "run_overrun",
         "run_cancelled",
         "run_crashed",
-        "scheduler_log",
+        "library_log",
     }
 )
 """Events the daemon itself logs; they belong to no run and carry no run_id."""
@@ -265,25 +265,29 @@ class _Server(ThreadingHTTPServer):
 
 
 class _ToStructlog(logging.Handler):
-    """APScheduler logs through the stdlib; forward what matters as JSON-friendly events."""
+    """Libraries log through the stdlib; without this, their warnings would reach
+    stderr as plain text between the JSON lines (Python's last-resort handler)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        level = record.levelname.lower()
-        log.log(
-            logging.getLevelNamesMapping().get(record.levelname, logging.ERROR),
-            "scheduler_log",
-            level_name=level,
-            source=record.name,
-            message=record.getMessage(),
-        )
+        try:
+            log.log(
+                record.levelno,
+                "library_log",
+                source=record.name,
+                message=record.getMessage(),
+                **({"exc_info": record.exc_info} if record.exc_info else {}),
+            )
+        except Exception:  # logging must never take the daemon down
+            self.handleError(record)
 
 
-def _route_scheduler_logs() -> None:
-    logger = logging.getLogger("apscheduler")
-    if not any(isinstance(h, _ToStructlog) for h in logger.handlers):
-        logger.addHandler(_ToStructlog())
-    logger.propagate = False
-    logger.setLevel(logging.ERROR)  # overruns are logged (and counted) by the service
+def _route_library_logs() -> None:
+    root = logging.getLogger()
+    if not root.handlers:  # leave a logging set-up made elsewhere alone
+        handler = _ToStructlog(level=logging.WARNING)
+        root.addHandler(handler)
+    # Overruns are logged (and counted) by the service itself, as `run_overrun`.
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
 
 
 # --------------------------------------------------------------------------- service
@@ -336,7 +340,7 @@ class Service:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
 
-        _route_scheduler_logs()
+        _route_library_logs()
         scheduler = AsyncIOScheduler(timezone=UTC)
         self.scheduler = scheduler
         scheduler.add_listener(self._on_overrun, EVENT_JOB_MAX_INSTANCES)
@@ -403,13 +407,15 @@ class Service:
         )
 
     async def _heartbeat(self) -> None:
+        """Proves to /healthz (another thread) that the event loop still runs."""
         while True:
             scheduler = self.scheduler
-            job = scheduler.get_job(JOB_ID) if scheduler is not None else None
-            self.health.beat(
-                job.next_run_time if job is not None else None,
-                scheduler is not None and scheduler.running,
-            )
+            try:
+                job = scheduler.get_job(JOB_ID) if scheduler is not None else None
+                next_run = job.next_run_time if job is not None else None
+            except Exception:  # never let a lookup end the heartbeat
+                next_run = None
+            self.health.beat(next_run, scheduler is not None and scheduler.running)
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
     # -- shutdown
