@@ -17,7 +17,7 @@ demo: setup
 	$(PY) -m devtools.demo
 
 lint: setup
-	$(PY) -m ruff check syncd devtools tests bench
+	$(PY) -m ruff check .
 	$(PY) -m mypy --strict syncd
 
 test: lint
