@@ -109,9 +109,11 @@ def describe(op: Operation, names: Names | None = None) -> str:
         case RemoveMember():
             return f"remove member {n.user(op.user)} ({op.reason})"
         case DeleteKey():
-            return f"delete key {op.label} of {n.user(op.user)} in {n.team(op.team)} ({op.reason})"
+            where = f"team {n.team(op.team)}" if op.team else "personal key"
+            return f"delete key {op.label} of {n.user(op.user)}, {where} ({op.reason})"
         case BlockKey():
-            return f"block key {op.label} of {n.user(op.user)} ({op.reason})"
+            where = f"team {n.team(op.team)}" if op.team else "personal key"
+            return f"block key {op.label} of {n.user(op.user)}, {where} ({op.reason})"
         case BlockUser():
             return f"block user {n.user(op.user)}: scim_active false ({op.reason})"
         case BlockTeam():
