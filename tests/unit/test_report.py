@@ -1,0 +1,74 @@
+"""Plan rendering: grouped by team, readable, and free of key material."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from syncd.model import (
+    MANAGED,
+    Actual,
+    Desired,
+    DesiredTeam,
+    DesiredUser,
+    Key,
+    Team,
+    TeamSettings,
+    User,
+)
+from syncd.plan import Policy, make_plan
+from syncd.report import Names, plan_json, render_plan
+
+NOW = datetime(2026, 11, 1, tzinfo=UTC)
+TOKEN = "a" * 60 + "beef"
+
+
+def scenario() -> tuple[Desired, Actual]:
+    desired = Desired(
+        teams={"t1": DesiredTeam("t1", "research", "/llm/research",
+                                 TeamSettings(max_budget=50.0), {"u1": "user", "u3": "user"})},
+        users={"u1": DesiredUser("u1", "alice", "alice@x"), "u3": DesiredUser("u3", "carol", None)},
+    )
+    actual = Actual(
+        teams={"t1": Team("t1", "old-name", TeamSettings(max_budget=10.0),
+                          {"u1": "user", "u2": "user"}, {MANAGED: True})},
+        users={"u1": User("u1", "alice@x", metadata={MANAGED: True}),
+               "u2": User("u2", "bob@x", metadata={MANAGED: True})},
+        keys={TOKEN: Key(TOKEN, "u2", "t1", key_name="sk-...beef"),
+              "b" * 64: Key("b" * 64, "u2", None, alias="bob-laptop")},
+    )
+    return desired, actual
+
+
+def test_text_plan_is_grouped_and_names_people() -> None:
+    desired, actual = scenario()
+    plan = make_plan(desired, actual, Policy(now=NOW, brake_released=True))
+    text = render_plan(plan, Names.from_states(desired, actual))
+    lines = text.splitlines()
+    assert lines[0].startswith("Plan: ")
+    assert "Team research (/llm/research) [t1]" in lines
+    assert any(ln.startswith('  ~ update team: team_alias: "old-name" -> "research"; '
+                             "max_budget: 10.0 -> 50.0; metadata: ") for ln in lines)
+    assert "  + add member carol as user" in lines
+    assert "  - remove member bob@x (departed)" in lines
+    assert any("delete key ...beef of bob@x, team research (/llm/research)" in ln for ln in lines)
+    assert any("block key bob-laptop of bob@x, personal key" in ln for ln in lines)
+    assert TOKEN not in text and "b" * 64 not in text
+
+
+def test_json_plan_has_no_key_material_and_shows_held_back() -> None:
+    desired, actual = scenario()
+    plan = make_plan(desired, actual, Policy(now=NOW, max_destructive_ops=0))
+    doc = plan_json(plan, Names.from_states(desired, actual))
+    dumped = json.dumps(doc)
+    assert TOKEN not in dumped and "b" * 64 not in dumped
+    assert doc["brake_reason"] and doc["held_back"]
+    assert all(not op["destructive"] for op in doc["operations"])
+    text = render_plan(plan, Names.from_states(desired, actual))
+    assert "Held back by the safety brake" in text and "--force" in text
+
+
+def test_no_changes_message() -> None:
+    empty = Desired({}, {})
+    plan = make_plan(empty, Actual({}, {}, {}), Policy(now=NOW))
+    assert render_plan(plan, Names()) == "No changes: LiteLLM matches Keycloak."
