@@ -29,8 +29,10 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.litellm_emulator.admin import EmulatorAdmin
-from tests.fixtures.emulator import *  # noqa: F403
-from tests.fixtures.keycloak import *  # noqa: F403
+
+# keycloak_server, realm_factory, litellm_emulator and emulator come from the
+# plugins tests/conftest.py registers: one server of each per session, shared
+# with the other test folders (a star import here would start second ones).
 from tests.fixtures.keycloak import KeycloakRealm
 
 REPO = Path(__file__).resolve().parents[2]
