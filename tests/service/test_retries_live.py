@@ -100,3 +100,27 @@ def test_a_wrong_litellm_key_fails_fast_without_retries(
     result = run_once(realm, emulator, tmp_path, api_key="sk-not-the-key", retries=retries)
     assert result.returncode == 5, result.stderr
     assert "http_retry" not in result.stderr
+
+
+def test_one_failing_team_makes_the_run_partial_not_failed(
+    realm_factory: RealmFactory, emulator: EmulatorAdmin, syncd_daemon: DaemonFactory
+) -> None:
+    """A 500 (not retried) on one member_add: that team's member fails, the other team
+    gets its member, the run ends as partial; the next run completes the work."""
+    realm = realm_factory(groups=GROUPS, users=USERS)
+    emulator.set_faults([
+        {"path": "/team/member_add", "error_rate": 1.0, "error_status": 500, "max_faults": 1}
+    ])
+    daemon = syncd_daemon(realm, emulator)
+    first = daemon.wait_runs(1)[0]
+    assert first["result"] == "partial" and first["exit_code"] == 6, first
+    assert first["failed"] == 1 and first["applied"] == first["planned"] - 1
+    daemon.wait_for("convergence", lambda: memberships(emulator) == EXPECTED)
+    daemon.wait_for("a success", lambda: daemon.metric("syncd_runs_total", result="success"))
+    assert daemon.metric("syncd_runs_total", result="partial") == 1
+    assert daemon.metric("syncd_operation_failures_total", operation="add_member") == 1
+    assert daemon.metric("syncd_changes_total", operation="add_member") == 2
+    assert daemon.metric("syncd_errors_total", stage="apply") == 1
+    assert daemon.metric("syncd_http_retries_total", target="litellm") == 0
+    assert daemon.metric("syncd_consecutive_failures") == 0
+    assert daemon.ready()[0] == 200
