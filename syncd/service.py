@@ -94,7 +94,7 @@ FAILED_RESULTS = frozenset({"failure", "partial"})
 
 def build_trigger(schedule: ScheduleSettings) -> BaseTrigger:
     """The APScheduler trigger for ``schedule``; ConfigError for a bad cron expression."""
-    jitter = int(schedule.jitter_seconds) or None  # APScheduler jitter is whole seconds
+    jitter = schedule.jitter_seconds or None  # each fire time + uniform(0, jitter) seconds
     if schedule.cron:
         try:
             trigger = CronTrigger.from_crontab(schedule.cron, timezone=UTC)
@@ -112,7 +112,7 @@ def describe_schedule(schedule: ScheduleSettings) -> str:
     base = f"cron {schedule.cron!r} (UTC)" if schedule.cron else (
         f"every {schedule.interval_seconds:g}s"
     )
-    return f"{base}, jitter up to {int(schedule.jitter_seconds)}s"
+    return f"{base}, jitter up to {schedule.jitter_seconds:g}s"
 
 
 # --------------------------------------------------------------------------- health
