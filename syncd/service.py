@@ -331,7 +331,8 @@ class Service:
             )
             return ExitCode.CONFIG
         http_thread = threading.Thread(
-            target=self.server.serve_forever, name="syncd-http", daemon=True
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.2},
+            name="syncd-http", daemon=True,
         )
         http_thread.start()
         host, port = self.server.server_address[:2]
