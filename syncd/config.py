@@ -202,9 +202,21 @@ class SafetySettings(Section):
     max_destructive_fraction: float = Field(default=0.10, ge=0, le=1)
 
 
+def _check_cron(value: str | None) -> str | None:
+    """Parse the crontab expression now, so `syncd validate` catches it too."""
+    if value is not None:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value, timezone="UTC")
+        except ValueError as exc:
+            raise ValueError(f"not a valid crontab expression ({exc})") from None
+    return value
+
+
 class ScheduleSettings(Section):
     interval_seconds: float = Field(default=300.0, gt=0)
-    cron: str | None = None
+    cron: Annotated[str | None, AfterValidator(_check_cron)] = None
     jitter_seconds: float = Field(default=30.0, ge=0)
     shutdown_timeout_seconds: float = Field(default=60.0, gt=0)
 

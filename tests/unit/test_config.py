@@ -83,6 +83,7 @@ CASES = {
     "bad enum": ("departures:\n  policy: purge\n", "departures.policy", "'block' or 'delete'"),
     "bad duration": ("teams:\n  defaults:\n    budget_duration: monthly\n",
                      "teams.defaults.budget_duration", "30d"),
+    "bad cron": ("schedule:\n  cron: '61 * * * *'\n", "schedule.cron", "crontab"),
     "bad path": ("selection:\n  exclude_paths: [llm]\n", "selection.exclude_paths.0",
                  "must start with '/'"),
 }
