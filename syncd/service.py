@@ -93,16 +93,10 @@ FAILED_RESULTS = frozenset({"failure", "partial"})
 
 
 def build_trigger(schedule: ScheduleSettings) -> BaseTrigger:
-    """The APScheduler trigger for ``schedule``; ConfigError for a bad cron expression."""
+    """The APScheduler trigger for ``schedule``."""
     jitter = schedule.jitter_seconds or None  # each fire time + uniform(0, jitter) seconds
-    if schedule.cron:
-        try:
-            trigger = CronTrigger.from_crontab(schedule.cron, timezone=UTC)
-        except ValueError as exc:
-            raise ConfigError(
-                f"invalid configuration: schedule.cron: {schedule.cron!r} is not a "
-                f"crontab expression ({exc})"
-            ) from None
+    if schedule.cron:  # validated when the configuration was loaded
+        trigger = CronTrigger.from_crontab(schedule.cron, timezone=UTC)
         trigger.jitter = jitter
         return trigger
     return IntervalTrigger(seconds=schedule.interval_seconds, timezone=UTC, jitter=jitter)

@@ -14,7 +14,13 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from structlog.testing import capture_logs
 
-from syncd.config import PushgatewaySettings, ReadinessSettings, ScheduleSettings, Settings
+from syncd.config import (
+    PushgatewaySettings,
+    ReadinessSettings,
+    ScheduleSettings,
+    Settings,
+    load_settings,
+)
 from syncd.errors import ConfigError
 from syncd.metrics import Metrics
 from syncd.service import Health, build_trigger, describe_schedule, push_metrics
@@ -53,8 +59,15 @@ def test_no_jitter() -> None:
 
 @pytest.mark.parametrize("cron", ["every day", "61 * * * *", "* * *"])
 def test_a_bad_cron_expression_is_a_config_error(cron: str) -> None:
-    with pytest.raises(ConfigError, match=r"schedule\.cron"):
-        build_trigger(ScheduleSettings(cron=cron))
+    """Caught when the configuration is loaded (so `syncd validate` sees it too)."""
+    env = {
+        "SYNCD_KEYCLOAK__URL": "http://kc", "SYNCD_KEYCLOAK__REALM": "r",
+        "SYNCD_KEYCLOAK__CLIENT_ID": "c", "SYNCD_KEYCLOAK__CLIENT_SECRET": "s",
+        "SYNCD_LITELLM__URL": "http://ll", "SYNCD_LITELLM__API_KEY": "k",
+        "SYNCD_SCHEDULE__CRON": cron,
+    }
+    with pytest.raises(ConfigError, match=r"schedule\.cron: not a valid crontab expression"):
+        load_settings(None, env)
 
 
 # -- readiness ----------------------------------------------------------------------
