@@ -55,7 +55,7 @@ from prometheus_client import Gauge
 from prometheus_client.exposition import choose_encoder, push_to_gateway
 
 from syncd.config import ReadinessSettings, ScheduleSettings, Settings
-from syncd.errors import ConfigError, ExitCode
+from syncd.errors import ExitCode
 from syncd.metrics import Metrics
 from syncd.sync import run_sync
 
@@ -308,11 +308,7 @@ class Service:
 
     async def run(self) -> int:
         settings = self.settings
-        try:
-            trigger = build_trigger(settings.schedule)
-        except ConfigError as exc:
-            log.error("service_failed", error=str(exc))
-            return ExitCode.CONFIG
+        trigger = build_trigger(settings.schedule)
         try:
             self.server = _Server(
                 settings.server.host, settings.server.port, self.metrics, self.health
