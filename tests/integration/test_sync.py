@@ -334,3 +334,30 @@ def syncd_env(syncd: Syncd) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
     env.update(syncd.env)
     return env
+
+
+def test_delete_policy_after_grace_period_deletes_keys_then_user(
+    syncd: Syncd, realm: KeycloakRealm, emulator: EmulatorAdmin
+) -> None:
+    syncd.config["departures"] = {"policy": "delete", "grace_days": 30}
+    assert syncd.once().code == 0
+    uid = realm.user_ids()
+    bob = uid["bob"]
+    key = emulator.generate_key(user_id=bob, key_alias="bob-key")["key"]
+    realm.disable_user("bob")
+    assert syncd.once().code == 0
+    assert not emulator.auth_check(key)["allowed"]
+    assert any(k["key_alias"] == "bob-key" for k in emulator.state()["keys"])  # only blocked
+    # The clock lives in LiteLLM: move it back past the grace period.
+    meta = users(emulator)[bob]["metadata"]
+    meta["syncd_blocked_at"] = "2020-01-01T00:00:00Z"
+    with emulator.client(headers={"litellm-changed-by": "test"}) as c:
+        c.post("/user/update", json={"user_id": bob, "metadata": meta}).raise_for_status()
+    result = syncd.once()
+    assert result.code == 0, result.stdout
+    assert not any(k["key_alias"] == "bob-key" for k in emulator.state()["keys"])
+    assert bob in users(emulator)  # delete_users is off
+    syncd.config["departures"]["delete_users"] = True
+    assert syncd.once().code == 0
+    assert bob not in users(emulator)
+    assert syncd.once().json["summary"]["ll_writes"] == 0
