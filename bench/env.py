@@ -1,0 +1,460 @@
+"""The bench's moving parts: a Keycloak with the scenario imported (and cached),
+the LiteLLM emulator in its own process, and syncd run as a measured subprocess.
+
+* ``BenchKeycloak`` starts the local Keycloak (devtools/keycloak_local.py) on a
+  private copy of a cached H2 database that already holds the scenario's realm.
+  On a cache miss it imports the realm, measures that, stops Keycloak cleanly,
+  saves the database and the id maps under ``$SYNCD_CACHE_DIR/bench/`` and
+  starts again. Every bench run works on its own copy, so the cache stays
+  pristine however the scenarios mutate the realm.
+* ``BenchEmulator`` is ``EmulatorProcess`` (own process: its CPU does not share
+  syncd's event loop or GIL) with a latency rule on every request.
+* ``SyncdRunner`` runs ``syncd --once --json`` as a child process under
+  bench/launch.py, which measures its wall time, CPU time and peak RSS with
+  ``os.wait4`` (the rusage of exactly that child; see launch.py for why the
+  bench does not measure it directly).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.scenario import CLIENT_ID, CLIENT_SECRET, GENERATOR_VERSION, REALM, Scenario
+from devtools.keycloak_local import (
+    DEFAULT_VERSION,
+    AdminClient,
+    KeycloakServer,
+    cache_dir,
+    ensure_distribution,
+    find_java,
+)
+from devtools.litellm_emulator.admin import EmulatorAdmin
+from devtools.litellm_emulator.server import EmulatorProcess
+
+SYNCD = str(Path(sys.executable).with_name("syncd"))
+LAUNCHER = Path(__file__).with_name("launch.py")
+DB_FILE = "keycloakdb.mv.db"
+MASTER_KEY = "sk-bench-master-key"
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- Keycloak
+
+
+@dataclass
+class ImportStats:
+    method: str
+    seconds: float
+    cached: bool
+
+
+class BenchKeycloak:
+    """Keycloak holding the scenario realm; `ids` maps paths and usernames to UUIDs."""
+
+    def __init__(self, scenario: Scenario, *, import_method: str = "post",
+                 use_cache: bool = True) -> None:
+        self.scenario = scenario
+        self.import_method = import_method
+        self.use_cache = use_cache
+        key = (f"{scenario.size.name}-seed{scenario.seed}-gen{GENERATOR_VERSION}"
+               f"-kc{DEFAULT_VERSION}")
+        self.cache = cache_dir() / "bench" / key
+        self.work = Path(tempfile.mkdtemp(prefix="syncd-bench-kc-"))
+        self.server: KeycloakServer | None = None
+        self.group_ids: dict[str, str] = {}
+        self.user_ids: dict[str, str] = {}
+        self.import_stats: ImportStats | None = None
+        self.startup_seconds: list[float] = []
+        self.port: int | None = None
+        self.management_port: int | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return self.server.url
+
+    def admin(self) -> AdminClient:
+        return AdminClient(self.url, timeout=1800)
+
+    def start(self) -> BenchKeycloak:
+        home, java = ensure_distribution(), find_java()
+        db_dir = self.work / "db"
+        db_dir.mkdir(parents=True, exist_ok=True)
+        cached = self.cache / DB_FILE
+        if self.use_cache and cached.exists() and (self.cache / "ids.json").exists():
+            shutil.copy2(cached, db_dir / DB_FILE)
+            ids = json.loads((self.cache / "ids.json").read_text())
+            self.group_ids, self.user_ids = ids["groups"], ids["users"]
+            self._boot(home, java)
+            self.import_stats = ImportStats(self.import_method, 0.0, cached=True)
+            log(f"keycloak up at {self.url} from cached realm {self.cache.name}")
+            return self
+        self._boot(home, java)
+        started = time.perf_counter()
+        with self.admin() as admin:
+            admin.delete_realm(REALM)
+            self._import(admin)
+        seconds = time.perf_counter() - started
+        self.import_stats = ImportStats(self.import_method, seconds, cached=False)
+        log(f"imported realm ({self.import_method}) in {seconds:.1f}s")
+        self._read_ids()
+        if self.use_cache:
+            # H2 must be closed before its file is copied: stop, save, start again.
+            self.stop_server()
+            self.cache.mkdir(parents=True, exist_ok=True)
+            tmp = self.cache / f"{DB_FILE}.{os.getpid()}.part"
+            shutil.copy2(db_dir / DB_FILE, tmp)
+            os.replace(tmp, cached)
+            (self.cache / "ids.json").write_text(
+                json.dumps({"groups": self.group_ids, "users": self.user_ids})
+            )
+            self._boot(home, java)
+        return self
+
+    def _boot(self, home: Path | None = None, java: Path | None = None) -> None:
+        self.server = KeycloakServer(
+            self.port, management_port=self.management_port, work_dir=self.work,
+            home=home, java_home=java, startup_timeout=300,
+        )
+        self.server.start()
+        self.port, self.management_port = self.server.port, self.server.management_port
+        assert self.server.startup_seconds is not None
+        self.startup_seconds.append(round(self.server.startup_seconds, 1))
+
+    def _import(self, admin: AdminClient) -> None:
+        realm = self.scenario.realm()
+        if self.import_method == "post":
+            admin.create_realm(realm)  # one POST /admin/realms with everything
+            return
+        # partialImport: realm with groups and the service account first, users in chunks.
+        users = realm.pop("users")
+        service = [u for u in users if u.get("serviceAccountClientId")]
+        people = [u for u in users if not u.get("serviceAccountClientId")]
+        admin.create_realm({**realm, "users": service})
+        chunk = int(self.import_method.partition(":")[2] or 1000)
+        for i in range(0, len(people), chunk):
+            admin.request(
+                "POST", f"/admin/realms/{REALM}/partialImport",
+                json_body={"ifResourceExists": "FAIL", "users": people[i: i + chunk]},
+            )
+
+    def _read_ids(self) -> None:
+        with self.admin() as admin:
+            self.group_ids = admin.group_ids(REALM)
+            users: dict[str, str] = {}
+            first = 0
+            while True:
+                page = admin.get(f"/admin/realms/{REALM}/users", first=first, max=1000,
+                                 briefRepresentation="true")
+                users.update({u["username"]: u["id"] for u in page})
+                if len(page) < 1000:
+                    break
+                first += len(page)
+            self.user_ids = users
+
+    def stop_server(self) -> None:
+        if self.server is not None:
+            self.server.stop(cleanup=False)
+            self.server = None
+
+    def restart(self) -> None:
+        self.stop_server()
+        self._boot()
+
+    def close(self) -> None:
+        self.stop_server()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def token_requests(self) -> int:
+        """Client-credentials logins of syncd's client so far (CLIENT_LOGIN events)."""
+        with self.admin() as admin:
+            events = admin.get(f"/admin/realms/{REALM}/events", type="CLIENT_LOGIN",
+                               client=CLIENT_ID, max=100_000)
+        return len(events)
+
+    def __enter__(self) -> BenchKeycloak:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- emulator
+
+
+class BenchEmulator:
+    """The LiteLLM emulator as a separate process with `latency_ms` on every request."""
+
+    def __init__(self, latency_ms: float) -> None:
+        self.latency_ms = latency_ms
+        self.process = EmulatorProcess(MASTER_KEY, ["--latency-ms", str(latency_ms)])
+        self.admin: EmulatorAdmin | None = None
+
+    @property
+    def url(self) -> str:
+        return self.process.url
+
+    def start(self) -> BenchEmulator:
+        self.process.start()
+        self.admin = EmulatorAdmin(self.url, MASTER_KEY, timeout=300)
+        log(f"emulator up at {self.url} ({self.latency_ms} ms latency per request)")
+        return self
+
+    def close(self) -> None:
+        if self.admin is not None:
+            self.admin.close()
+        self.process.stop()
+
+    def latency_rule(self) -> dict[str, Any]:
+        return {"path": "*", "latency_ms": self.latency_ms}
+
+    def set_faults(self, rules: list[dict[str, Any]], seed: int | None = None) -> None:
+        assert self.admin is not None
+        self.admin.set_faults(rules, seed=seed)
+
+    def normal(self) -> None:
+        self.set_faults([self.latency_rule()])
+
+    @contextlib.contextmanager
+    def no_latency(self) -> Iterator[EmulatorAdmin]:
+        """For the bench's own seeding and checks, which are not what is measured."""
+        assert self.admin is not None
+        self.set_faults([])
+        try:
+            yield self.admin
+        finally:
+            self.normal()
+
+    def counters(self) -> dict[str, Any]:
+        assert self.admin is not None
+        return self.admin.counters()
+
+    def reset_counters(self) -> None:
+        assert self.admin is not None
+        self.admin.reset_counters()
+
+    def totals(self) -> dict[str, int]:
+        """Rows in each listing syncd reads (the `total` each one reports)."""
+        assert self.admin is not None
+        with self.admin.client() as http:
+            teams = http.get("/v2/team/list", params={"page": 1, "page_size": 1}).json()
+            users = http.get("/user/list", params={"page": 1, "page_size": 1}).json()
+            keys = http.get("/key/list", params={"page": 1, "size": 1}).json()
+        return {"teams": teams["total"], "users": users["total"], "keys": keys["total_count"]}
+
+    def __enter__(self) -> BenchEmulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- syncd
+
+
+@dataclass
+class SyncdRun:
+    args: list[str]
+    exit_code: int
+    wall_seconds: float
+    cpu_seconds: float
+    peak_rss_mb: float
+    doc: dict[str, Any] | None
+    stdout_path: Path
+    stderr_path: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return (self.doc or {}).get("summary") or {}
+
+    def log_events(self, event: str) -> list[dict[str, Any]]:
+        out = []
+        with self.stderr_path.open() as handle:
+            for line in handle:
+                if f'"{event}"' in line:
+                    with contextlib.suppress(ValueError):
+                        out.append(json.loads(line))
+        return out
+
+
+class SyncdRunner:
+    """Writes syncd's configuration and runs ``syncd --once --json`` as a child process."""
+
+    def __init__(self, workdir: Path, keycloak: BenchKeycloak, emulator: BenchEmulator,
+                 scenario: Scenario, overrides: Mapping[str, Mapping[str, Any]] | None = None,
+                 profile: str | None = None) -> None:
+        self.workdir = workdir
+        self.keycloak = keycloak
+        self.emulator = emulator
+        self.scenario = scenario
+        self.overrides = {k: dict(v) for k, v in (overrides or {}).items()}
+        self.profile = profile
+        self.count = 0
+
+    def config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {
+            "keycloak": {
+                "url": self.keycloak.url, "realm": REALM, "client_id": CLIENT_ID,
+                "page_size": self.scenario.size.kc_page_size,
+            },
+            "litellm": {"url": self.emulator.url},
+            "selection": {"path_prefixes": self.scenario.selection(), "attribute": None},
+            # The incremental scenario is larger than the default brake (25 destructive ops);
+            # the bench measures the work, the brake has its own tests.
+            "safety": {"max_destructive_ops": 100_000},
+            "logging": {"format": "json", "level": "info"},
+        }
+        for section, values in self.overrides.items():
+            config.setdefault(section, {}).update(values)
+        return config
+
+    def start(self, name: str, *args: str, env: Mapping[str, str] | None = None
+              ) -> tuple[subprocess.Popen[bytes], Path]:
+        """Start syncd under the launcher; returns the launcher and the run's file stem."""
+        self.count += 1
+        stem = self.workdir / f"{self.count:02d}-{name}"
+        cfg = stem.with_suffix(".yaml")
+        cfg.write_text(yaml.safe_dump(self.config()))
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCD_")}
+        full_env.update({
+            "SYNCD_KEYCLOAK__CLIENT_SECRET": CLIENT_SECRET,
+            "SYNCD_LITELLM__API_KEY": MASTER_KEY,
+        })
+        full_env.update(env or {})
+        command = [*self.wrapper(stem), "--config", str(cfg), "--once", "--json", *args]
+        with stem.with_suffix(".json").open("wb") as stdout, \
+                stem.with_suffix(".log").open("wb") as stderr:
+            proc = subprocess.Popen(
+                measured(stem.with_suffix(".rusage"), command),
+                stdout=stdout, stderr=stderr, env=full_env, stdin=subprocess.DEVNULL,
+            )
+        return proc, stem
+
+    def wrapper(self, stem: Path) -> list[str]:
+        """The syncd command, or syncd under a profiler (``profile``)."""
+        if self.profile == "cprofile":
+            return [sys.executable, "-m", "cProfile", "-o", str(stem.with_suffix(".prof")),
+                    "-m", "syncd.cli"]
+        if self.profile == "pyinstrument":
+            return [sys.executable, "-m", "pyinstrument", "--async-mode", "enabled",
+                    "-r", "text", "-o", str(stem.with_suffix(".pyinstrument.txt")),
+                    "-m", "syncd.cli"]
+        return [SYNCD]
+
+    @staticmethod
+    def wait(proc: subprocess.Popen[bytes], stem: Path, args: list[str]) -> SyncdRun:
+        proc.wait()
+        usage = json.loads(stem.with_suffix(".rusage").read_text())
+        out = stem.with_suffix(".json")
+        doc = None
+        with contextlib.suppress(ValueError):
+            doc = json.loads(out.read_text())
+        return SyncdRun(
+            args=args, exit_code=usage["exit_code"], wall_seconds=usage["wall_seconds"],
+            cpu_seconds=usage["cpu_seconds"],
+            peak_rss_mb=usage["peak_rss_kib"] / 1024,  # Linux reports KiB
+            doc=doc, stdout_path=out, stderr_path=stem.with_suffix(".log"),
+        )
+
+    def run(self, name: str, *args: str, env: Mapping[str, str] | None = None) -> SyncdRun:
+        proc, stem = self.start(name, *args, env=env)
+        return self.wait(proc, stem, list(args))
+
+
+def measured(result: Path, command: list[str]) -> list[str]:
+    """`command` run under bench/launch.py, which writes its rusage to `result`."""
+    return [sys.executable, "-I", "-S", str(LAUNCHER), str(result), "--", *command]
+
+
+def baseline_rss_mb() -> float:
+    """Peak RSS of `syncd validate` on a trivial config: the interpreter and imports."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "syncd.yaml"
+        cfg.write_text(yaml.safe_dump({
+            "keycloak": {"url": "http://127.0.0.1:1", "realm": "r", "client_id": "c",
+                         "client_secret": "s"},
+            "litellm": {"url": "http://127.0.0.1:1", "api_key": "k"},
+        }))
+        result = Path(tmp) / "rusage.json"
+        subprocess.run(measured(result, [SYNCD, "validate", "--config", str(cfg)]),
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        return float(json.loads(result.read_text())["peak_rss_kib"]) / 1024
+
+
+# --------------------------------------------------------------------------- CPU accounting
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2:].split()  # after "pid (comm) "
+
+
+def process_cpu_seconds(pid: int | None, *, group: bool = False) -> float:
+    """utime+stime of `pid` (with `group`, of every process in its process group)."""
+    if pid is None:
+        return 0.0
+    if not group:
+        fields = _stat_fields(pid)
+        return (int(fields[11]) + int(fields[12])) / _TICK if fields else 0.0
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields and int(fields[2]) == pid:  # field 5: pgrp
+                total += int(fields[11]) + int(fields[12])
+    return total / _TICK
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (/proc/stat, minus idle and iowait)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(values[:8]) - values[3] - values[4]) / _TICK
+
+
+class CpuMeter:
+    """CPU used by Keycloak, the emulator and the whole machine between start and stop."""
+
+    def __init__(self, keycloak: BenchKeycloak, emulator: BenchEmulator) -> None:
+        self.keycloak = keycloak
+        self.emulator = emulator
+        self.start: dict[str, float] = {}
+
+    def _read(self) -> dict[str, float]:
+        kc = self.keycloak.server.pid if self.keycloak.server is not None else None
+        proc = self.emulator.process._proc
+        return {
+            "keycloak": process_cpu_seconds(kc, group=True),
+            "emulator": process_cpu_seconds(proc.pid if proc is not None else None),
+            "bench": process_cpu_seconds(os.getpid()),
+            "machine": machine_busy_seconds(),
+            "wall": time.perf_counter(),
+        }
+
+    def begin(self) -> None:
+        self.start = self._read()
+
+    def end(self) -> dict[str, float]:
+        now = self._read()
+        return {k: round(now[k] - self.start[k], 2) for k in now}
