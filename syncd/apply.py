@@ -43,6 +43,10 @@ from syncd.report import describe
 log = structlog.get_logger("syncd.apply")
 
 BATCH = 100  # members per member_add, keys per key/delete
+# Operation groups in flight at once. The HTTP client already bounds concurrent
+# requests (litellm.concurrency, at most 64); starting one task per operation
+# for 10,000 users only holds 10,000 suspended requests in memory.
+IN_FLIGHT = 64
 
 
 @dataclass
@@ -65,9 +69,18 @@ class Applier:
 
     async def apply(self, operations: Sequence[Operation]) -> ApplyResult:
         for _, phase_ops in groupby(operations, key=lambda op: op.PHASE):
-            tasks = [self._run_group(group) for group in self._groups(list(phase_ops))]
-            await asyncio.gather(*tasks)
+            await self._run_groups(self._groups(list(phase_ops)))
         return self.result
+
+    async def _run_groups(self, groups: list[list[Operation]]) -> None:
+        """Run a phase's groups concurrently, in order, at most IN_FLIGHT at a time."""
+        pending = iter(groups)
+
+        async def worker() -> None:
+            for group in pending:
+                await self._run_group(group)
+
+        await asyncio.gather(*(worker() for _ in range(min(IN_FLIGHT, len(groups)))))
 
     def _groups(self, ops: list[Operation]) -> list[list[Operation]]:
         """Batchable operations together; everything else on its own."""

@@ -10,8 +10,8 @@ merge (callers always send the whole dict). Every write carries
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import httpx
 
@@ -19,6 +19,7 @@ from syncd.errors import TargetReadError, TargetWriteError
 from syncd.http import ApiClient, describe_transport_error, gather_or_cancel
 from syncd.model import MANAGED, Actual, Key, Role, Team, TeamSettings, User
 
+T = TypeVar("T")
 PREMIUM_HINT = "premium"  # LiteLLM: "Assigning team admins is a premium feature"
 
 
@@ -51,6 +52,10 @@ def error_type(response: httpx.Response) -> str:
     return str(err.get("type", "")) if isinstance(err, dict) else ""
 
 
+async def _into(target: list[T], items: Awaitable[list[T]]) -> None:
+    target.extend(await items)
+
+
 class LiteLLMClient:
     def __init__(self, api: ApiClient, *, page_size: int, changed_by: str) -> None:
         self.api = api
@@ -80,11 +85,13 @@ class LiteLLMClient:
         items_key: str,
         pages_key: str,
         size_param: str,
+        parse: Callable[[Mapping[str, Any]], T],
         params: Mapping[str, Any] | None = None,
-    ) -> list[dict[str, Any]]:
-        """Read page 1, then the remaining pages concurrently."""
+    ) -> list[T]:
+        """Read page 1, then the remaining pages concurrently; rows are parsed page by
+        page, so the raw JSON of a listing is never held in full next to its parse."""
 
-        async def page(n: int) -> tuple[list[dict[str, Any]], int]:
+        async def page(n: int) -> tuple[list[T], int]:
             body = await self._get(path, {**(params or {}), "page": n, size_param: self.page_size})
             if not isinstance(body, dict):
                 raise TargetReadError(f"LiteLLM GET {path} returned {type(body).__name__}")
@@ -94,25 +101,33 @@ class LiteLLMClient:
                 raise TargetReadError(f"LiteLLM GET {path}: '{items_key}' is not a list of objects")
             if not isinstance(pages, int):
                 raise TargetReadError(f"LiteLLM GET {path}: '{pages_key}' is not a number")
-            return rows, pages
+            return [parse(r) for r in rows], pages
 
-        rows, total_pages = await page(1)
+        items, total_pages = await page(1)
         rest = await gather_or_cancel(*(page(n) for n in range(2, total_pages + 1)))
         for more, _ in rest:
-            rows.extend(more)
-        return rows
+            items.extend(more)
+        return items
 
     async def read(self) -> Actual:
-        teams_raw, users_raw, keys_raw = await gather_or_cancel(
-            self._paged("/v2/team/list", "teams", "total_pages", "page_size"),
-            self._paged("/user/list", "users", "total_pages", "page_size"),
-            self._paged(
-                "/key/list", "keys", "total_pages", "size", {"return_full_object": "true"}
-            ),
+        team_rows: list[Team] = []
+        user_rows: list[User] = []
+        key_rows: list[Key] = []
+        await gather_or_cancel(
+            _into(team_rows, self._paged(
+                "/v2/team/list", "teams", "total_pages", "page_size", parse_team
+            )),
+            _into(user_rows, self._paged(
+                "/user/list", "users", "total_pages", "page_size", parse_user
+            )),
+            _into(key_rows, self._paged(
+                "/key/list", "keys", "total_pages", "size", parse_key,
+                {"return_full_object": "true"},
+            )),
         )
-        teams = {t.team_id: t for t in map(parse_team, teams_raw)}
-        users = {u.user_id: u for u in map(parse_user, users_raw)}
-        keys = {k.token: k for k in map(parse_key, keys_raw)}
+        teams = {t.team_id: t for t in team_rows}
+        users = {u.user_id: u for u in user_rows}
+        keys = {k.token: k for k in key_rows}
         return Actual(teams=teams, users=users, keys=keys)
 
     # -- writes -------------------------------------------------------------
