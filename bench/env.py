@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -353,7 +354,7 @@ class SyncdRunner:
             return [sys.executable, "-m", "cProfile", "-o", str(stem.with_suffix(".prof")),
                     "-m", "syncd.cli"]
         if self.profile == "pyinstrument":
-            return [sys.executable, "-m", "pyinstrument", "--async-mode", "enabled",
+            return [sys.executable, "-m", "pyinstrument",
                     "-r", "text", "-o", str(stem.with_suffix(".pyinstrument.txt")),
                     "-m", "syncd.cli"]
         return [SYNCD]
@@ -458,3 +459,84 @@ class CpuMeter:
     def end(self) -> dict[str, float]:
         now = self._read()
         return {k: round(now[k] - self.start[k], 2) for k in now}
+
+
+# --------------------------------------------------------------------------- connections
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(c) for c in text.split()]
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    out = set()
+    try:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                link = os.readlink(fd)
+                if link.startswith("socket:["):
+                    out.add(link[8:-1])
+    except OSError:
+        pass
+    return out
+
+
+def _tcp_table() -> dict[str, tuple[int, int]]:
+    """inode -> (local port, remote port) for every TCP socket on the machine."""
+    table = {}
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(name) as handle:
+            next(handle)
+            for line in handle:
+                parts = line.split()
+                local, remote, inode = parts[1], parts[2], parts[9]
+                table[inode] = (int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16))
+    return table
+
+
+class ConnectionSampler:
+    """Counts the distinct TCP connections syncd opens to each server during a run.
+
+    A thread looks at syncd's sockets (/proc/<pid>/fd and /proc/net/tcp) every
+    `interval` seconds; a connection shows up as a distinct client port. With
+    keep-alive, syncd should open at most `concurrency` connections per API (plus
+    one for the token), however many requests it makes.
+    """
+
+    def __init__(self, launcher_pid: int, ports: Mapping[str, int], interval: float = 0.01
+                 ) -> None:
+        self.launcher_pid = launcher_pid
+        self.ports = dict(ports)
+        self.interval = interval
+        self.seen: dict[str, set[int]] = {name: set() for name in ports}
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ConnectionSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        by_port = {port: name for name, port in self.ports.items()}
+        while not self._stop.is_set():
+            for pid in _children(self.launcher_pid):
+                inodes = _socket_inodes(pid)
+                if not inodes:
+                    continue
+                self.samples += 1
+                for inode, (local, remote) in _tcp_table().items():
+                    if inode in inodes and remote in by_port:
+                        self.seen[by_port[remote]].add(local)
+            self._stop.wait(self.interval)
+
+    def counts(self) -> dict[str, int]:
+        return {name: len(ports) for name, ports in self.seen.items()}

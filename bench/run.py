@@ -39,10 +39,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from bench.env import (
     BenchEmulator,
     BenchKeycloak,
+    ConnectionSampler,
     CpuMeter,
     SyncdRun,
     SyncdRunner,
@@ -89,6 +91,10 @@ class Bench:
 
     def gid(self, path: str) -> str:
         return self.keycloak.group_ids[path]
+
+    def ports(self) -> dict[str, int]:
+        return {"keycloak": urlsplit(self.keycloak.url).port or 80,
+                "litellm": urlsplit(self.emulator.url).port or 80}
 
 
 # --------------------------------------------------------------------------- measuring
@@ -138,7 +144,9 @@ def measure(
     log(f"run {name}: syncd {' '.join(args)}")
     meter = CpuMeter(kc, ll)
     meter.begin()
-    run = bench.runner.run(name, *args, env=env)
+    proc, stem = bench.runner.start(name, *args, env=env)
+    with ConnectionSampler(proc.pid, bench.ports()) as sampler:
+        run = bench.runner.wait(proc, stem, list(args))
     cpu = meter.end()
     counters = ll.counters()
     tokens = kc.token_requests() - tokens_before
@@ -192,6 +200,7 @@ def measure(
             "syncd_counted": {"reads": stats.get("ll_reads"), "writes": stats.get("ll_writes")},
             "injected_faults": faults,
         },
+        "connections_opened": sampler.counts(),
         "reads_total": reads,
         "reads_floor_total": reads_floor,
         "reads_over_floor": round(reads / reads_floor - 1, 4) if reads_floor else None,
@@ -451,6 +460,7 @@ def run_bench(
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
     keep: bool = False,
     profile: str | None = None,
+    warmups: int = 3,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     scenario = generate(size, seed)
@@ -462,6 +472,7 @@ def run_bench(
         "machine": machine(),
         "scenario": info,
         "settings": {"latency_ms": latency_ms, "kc_page_size": scenario.size.kc_page_size,
+                     "warmups": warmups,
                      "overrides": {k: dict(v) for k, v in (overrides or {}).items()}},
         "targets": TARGETS,
     }
@@ -482,10 +493,12 @@ def run_bench(
             bench = Bench(scenario, kc, ll, runner, keys=[])
             doc["baseline_rss_mb"] = round(baseline_rss_mb(), 1)
             model = scenario.model
-            # Keycloak has just started: one unmeasured dry run warms its JIT and caches, as
-            # in production where it has been up for days. Reported, not judged.
-            measure(bench, "warm-up", before=None, after=model, args=["--dry-run"],
-                    note="--dry-run before anything (Keycloak warm-up)")
+            # Keycloak has just started and its JIT is cold: the first full read costs it
+            # four times the CPU of the fourth. A few dry runs warm it up, as in production
+            # where it has been up for days. Reported, not judged.
+            for n in range(1, warmups + 1):
+                measure(bench, f"warm-up {n}", before=None, after=model, args=["--dry-run"],
+                        note="--dry-run into the empty LiteLLM (Keycloak JIT warm-up)")
             measure(bench, "initial", before=None, after=model,
                     note="provisioning into an empty LiteLLM")
             verify_litellm(bench, model, "initial")
@@ -553,7 +566,8 @@ def evaluate_targets(doc: dict[str, Any]) -> dict[str, Any]:
 def table(doc: dict[str, Any]) -> str:
     head = ("scenario", "exit", "wall s", "syncd s", "CPU s syncd/KC/LL/other", "RSS MB",
             "KC reads (floor)",
-            "tokens", "LL reads (floor)", "LL writes (expected / floor)", "retries")
+            "tokens", "LL reads (floor)", "LL writes (expected / floor)", "retries",
+            "conns KC/LL")
     lines = [head]
     for r in doc.get("runs", []):
         kc, ll = r.get("keycloak", {}), r.get("litellm", {})
@@ -570,6 +584,7 @@ def table(doc: dict[str, Any]) -> str:
             f"{ll.get('reads')}" + (f" ({ll_floor})" if ll_floor is not None else ""),
             f"{ll.get('writes')}" + (f" ({exp} / {flo})" if exp is not None else ""),
             str(r.get("retries", 0)),
+            "/".join(str(v) for v in r.get("connections_opened", {}).values()) or "-",
         ))
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
 
@@ -613,6 +628,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--latency-ms", type=float, default=5.0)
     parser.add_argument("--no-resilience", action="store_true")
+    parser.add_argument("--warmups", type=int, default=3,
+                        help="unmeasured dry runs first, to warm Keycloak's JIT (default 3)")
     parser.add_argument("--import-method", default="post",
                         help="post (one POST /admin/realms) or partial[:CHUNK] (partialImport)")
     parser.add_argument("--no-cache", action="store_true",
@@ -627,7 +644,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.size, seed=args.seed, latency_ms=args.latency_ms,
         resilience=not args.no_resilience, import_method=args.import_method,
         use_cache=not args.no_cache, overrides=_overrides(args),
-        keep=args.keep or bool(args.profile), profile=args.profile,
+        keep=args.keep or bool(args.profile), profile=args.profile, warmups=args.warmups,
     )
     print(table(doc))
     if args.json:

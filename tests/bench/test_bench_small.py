@@ -50,7 +50,7 @@ def test_completes_without_problems(results: dict[str, Any]) -> None:
     assert results["problems"] == []
     names = [r["scenario"] for r in results["runs"]]
     assert names == [
-        "warm-up", "initial", "no-op", "incremental", "check",
+        "warm-up 1", "warm-up 2", "warm-up 3", "initial", "no-op", "incremental", "check",
         "keycloak-stopped", "after-restart", "check", "initial-2%-faults", "check",
     ]
     assert "no-op" in table(results)
@@ -92,6 +92,19 @@ def test_one_token_per_run(results: dict[str, Any]) -> None:
     for run in results["runs"]:
         if run["exit_code"] == 0:
             assert run["keycloak"]["token_requests"] == 1, run["scenario"]
+
+
+def test_connections_are_reused(results: dict[str, Any]) -> None:
+    """Keep-alive: about `concurrency` (8) connections per API, plus one for the token,
+    however many requests. (The emulator, like uvicorn, closes a connection idle for
+    5 s, so a run whose LiteLLM reads and writes are far apart may open up to twice.)"""
+    for run in results["runs"]:
+        if run["exit_code"] == 0:
+            conns = run["connections_opened"]
+            assert 1 <= conns["litellm"] <= 16, run["scenario"]
+            assert 1 <= conns["keycloak"] <= 9, run["scenario"]
+    initial = _run(results, "initial")
+    assert initial["litellm"]["writes"] > 10 * initial["connections_opened"]["litellm"]
 
 
 def test_peak_rss_is_measured(results: dict[str, Any]) -> None:
