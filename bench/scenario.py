@@ -13,9 +13,10 @@ Shape of the full size (``SIZES["full"]``):
   (level 1), 100 departments ``/div-NN/dept-MM`` (level 2; some have no
   teams, so those branches are two levels deep) and 890 teams
   ``/div-NN/dept-MM/team-KK`` (level 3); selected with ``path_prefixes``;
-* skewed sizes: four divisions have over 1,000 direct members (the
-  "everyone in the division" groups), most teams have 5-20, a tail of
-  teams has 20-500; exactly 30,000 direct memberships in managed groups;
+* skewed sizes: the four groups first in tree order (``/div-00`` and its
+  first three departments) have 1,100 to 3,258 direct members, most teams
+  have 5-20, a tail has 20-500; exactly 30,000 direct memberships in managed
+  groups;
 * 20 unmanaged top-level groups ``/ext-NN`` (not selected), with members,
   so selection is exercised;
 * group attributes that set team settings (models on divisions, budgets on
@@ -345,7 +346,7 @@ def generate(size: Size | str, seed: int = 7) -> Scenario:
     managed = [g for g in groups.values() if g.managed]
     assert len(managed) == size.managed_groups, (len(managed), size.managed_groups)
 
-    # Sizes: the big ones are divisions, everything else drawn from a skewed mix.
+    # Sizes: the first groups in tree order are the big ones, the rest drawn from a skewed mix.
     users = range(size.users)
     big = managed[: len(size.big_groups)]
     rest = managed[len(size.big_groups):]
