@@ -95,7 +95,8 @@ def print_outcome(outcome: RunOutcome, *, as_json: bool) -> None:
             ],
             "warnings": outcome.warnings,
         }
-        print(json.dumps(doc, indent=2, sort_keys=True, default=str))
+        json.dump(doc, sys.stdout, indent=2, sort_keys=True, default=str)  # no copy as str
+        print()
         return
     if outcome.plan is not None:
         print(render_plan(outcome.plan, names))

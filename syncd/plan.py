@@ -139,9 +139,12 @@ class _Planner:
         self.skipped: list[Skipped] = []
         self.warnings: list[str] = []
         self.keys_by_user: dict[str, list[Key]] = defaultdict(list)
-        for key in actual.keys.values():
+        self.keys_by_team: dict[str, list[Key]] = defaultdict(list)
+        for key in sorted(actual.keys.values(), key=lambda k: k.token):
             if key.user_id:
                 self.keys_by_user[key.user_id].append(key)
+            if key.team_id:
+                self.keys_by_team[key.team_id].append(key)
         # Keys deleted by this plan are not also blocked or unblocked.
         self.revoked: set[str] = set()
 
@@ -227,10 +230,8 @@ class _Planner:
         Recent LiteLLM deletes these inside member_delete; older versions keep
         them, and a crash between the two calls can leave them too.
         """
-        for key in sorted(self.actual.keys.values(), key=lambda k: k.token):
-            if key.team_id != team_id or not key.user_id:
-                continue
-            if key.user_id in members or self.protected(key.user_id):
+        for key in self.keys_by_team.get(team_id, []):
+            if not key.user_id or key.user_id in members or self.protected(key.user_id):
                 continue
             self.revoked.add(key.token)
             self.ops.append(DeleteKey(key.token, key.user_id, team_id, key.label, reason))
