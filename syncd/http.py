@@ -15,6 +15,8 @@ import asyncio
 import time
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -116,12 +118,10 @@ class ApiClient:
         outcome = state.outcome
         if outcome is not None and not outcome.failed:
             response = outcome.result()
-            retry_after = response.headers.get("retry-after") if response is not None else None
-            if retry_after:
-                try:
-                    return min(float(retry_after), self.retries.max_backoff_seconds)
-                except ValueError:
-                    pass
+            header = response.headers.get("retry-after") if response is not None else None
+            delay = retry_after_seconds(header)
+            if delay is not None:
+                return min(delay, self.retries.max_backoff_seconds)
         backoff = wait_exponential_jitter(
             initial=self.retries.initial_backoff_seconds,
             max=self.retries.max_backoff_seconds,
@@ -214,6 +214,24 @@ async def gather_or_cancel(*aws: Awaitable[T]) -> list[T]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date
+    (RFC 9110 allows both); None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def _last_outcome(state: RetryCallState) -> Any:
