@@ -55,10 +55,6 @@ class ApplyResult:
     failed: list[tuple[Operation, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
 
 class Applier:
     def __init__(self, client: LiteLLMClient) -> None:
@@ -178,7 +174,7 @@ class Applier:
 
     def _done(self, op: Operation) -> None:
         self.result.done.append(op)
-        log.info("change", op=op.KIND, detail=describe(op), **_ids(op))
+        log.info("change", op=op.KIND, detail=describe(op), **op.ids())
 
     def _fail(self, op: Operation, error: str) -> None:
         if isinstance(op, CreateUser):
@@ -186,13 +182,4 @@ class Applier:
         if isinstance(op, CreateTeam):
             self.failed_teams.add(op.team)
         self.result.failed.append((op, error))
-        log.error("change_failed", op=op.KIND, detail=describe(op), error=error, **_ids(op))
-
-
-def _ids(op: Operation) -> dict[str, str]:
-    out = {}
-    for name in ("team", "user"):
-        value = getattr(op, name, None)
-        if isinstance(value, str):
-            out[name] = value
-    return out
+        log.error("change_failed", op=op.KIND, detail=describe(op), error=error, **op.ids())

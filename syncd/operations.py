@@ -27,6 +27,10 @@ class Operation:
     def team_id(self) -> str | None:
         return getattr(self, "team", None)
 
+    def ids(self) -> dict[str, str]:
+        """The team and user this operation is about, as log fields."""
+        return {k: v for k in ("team", "user") if isinstance(v := getattr(self, k, None), str)}
+
     def sort_key(self) -> tuple[Any, ...]:
         values = tuple(str(getattr(self, f.name)) for f in dataclasses.fields(self))
         return (self.PHASE, self.KIND, *values)

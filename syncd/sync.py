@@ -140,7 +140,7 @@ async def _run(
         outcome.plan = plan
         outcome.warnings.extend(plan.warnings)
         metrics.pending_changes.set(len(plan.operations) + len(plan.held_back))
-        if mode_is_readonly(outcome.mode):
+        if outcome.mode != "apply":  # dry run and check write nothing
             drift = bool(plan)
             outcome.result = "success"
             outcome.exit_code = ExitCode.DRIFT if drift and outcome.mode == "check" else ExitCode.OK
@@ -156,15 +156,11 @@ async def _run(
                 "safety_brake_engaged", reason=plan.brake_reason, held_back=len(plan.held_back)
             )
             for op in plan.held_back:
-                log.warning("held_back", op=op.KIND, **_ids(op))
+                log.warning("held_back", op=op.KIND, **op.ids())
         else:
             outcome.result, outcome.exit_code = "success", ExitCode.OK
     finally:
         await asyncio.gather(keycloak_api.aclose(), litellm_api.aclose(), tokens.aclose())
-
-
-def mode_is_readonly(mode: Mode) -> bool:
-    return mode != "apply"
 
 
 async def _read_both(reader: KeycloakReader, target: LiteLLMClient) -> tuple[Desired, Actual]:
@@ -179,10 +175,6 @@ async def _read_both(reader: KeycloakReader, target: LiteLLMClient) -> tuple[Des
         first = next((e for e in errors if isinstance(e, SourceReadError)), errors[0])
         raise first from None
     return desired_task.result(), actual_task.result()
-
-
-def _ids(op: Any) -> dict[str, str]:
-    return {k: getattr(op, k) for k in ("team", "user") if isinstance(getattr(op, k, None), str)}
 
 
 def _stats(outcome: RunOutcome, counter: RequestCounter, duration: float) -> dict[str, Any]:
