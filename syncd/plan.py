@@ -22,7 +22,7 @@ Rules, in the words a security team uses:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -147,6 +147,8 @@ class _Planner:
                 self.keys_by_team[key.team_id].append(key)
         # Keys deleted by this plan are not also blocked or unblocked.
         self.revoked: set[str] = set()
+        self.managed = actual.managed_teams
+        self.in_managed_teams = {uid for t in self.managed.values() for uid in t.members}
 
     # -- protection -------------------------------------------------------
     def protected(self, user_id: str) -> bool:
@@ -190,7 +192,7 @@ class _Planner:
                 "refuses team admins without an enterprise licence "
                 "(set litellm.enterprise_license: true if you have one)"
             )
-        for team_id in sorted(self.actual.managed_teams):
+        for team_id in sorted(self.managed):
             if team_id not in self.desired.teams:
                 self.plan_removed_team(self.actual.teams[team_id])
 
@@ -269,11 +271,8 @@ class _Planner:
                 continue
             if user_id in wanted:
                 self.plan_active_user(user)
-            elif user.managed or self.in_managed_team(user_id):
+            elif user.managed or user_id in self.in_managed_teams:
                 self.plan_departed_user(user)
-
-    def in_managed_team(self, user_id: str) -> bool:
-        return any(user_id in t.members for t in self.actual.managed_teams.values())
 
     def plan_active_user(self, user: User) -> None:
         metadata = dict(user.metadata)
@@ -328,7 +327,7 @@ class _Planner:
     def managed_memberships(self) -> int:
         return sum(
             1
-            for t in self.actual.managed_teams.values()
+            for t in self.managed.values()
             for uid in t.members
             if not self.protected(uid)
         )
@@ -342,24 +341,12 @@ def _syncd_part(metadata: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metadata.items() if k.startswith("syncd_")}
 
 
-def _dedupe(ops: Iterable[Operation]) -> list[Operation]:
-    seen: set[tuple[Any, ...]] = set()
-    out: list[Operation] = []
-    for op in ops:
-        marker = op.sort_key()
-        if marker in seen:
-            continue
-        seen.add(marker)
-        out.append(op)
-    return out
-
-
 def make_plan(desired: Desired, actual: Actual, policy: Policy) -> Plan:
     """Compute every change that makes LiteLLM match Keycloak, then apply the brake."""
     planner = _Planner(desired, actual, policy)
     planner.plan_teams()
     planner.plan_users()
-    ops = sorted(_dedupe(planner.ops), key=lambda op: op.sort_key())
+    ops = sorted(planner.ops, key=lambda op: op.sort_key())
     memberships = planner.managed_memberships()
     destructive = [op for op in ops if op.DESTRUCTIVE]
     reason = brake_reason(len(destructive), memberships, policy)

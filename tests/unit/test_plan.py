@@ -415,4 +415,7 @@ def test_plans_are_deterministic(state: tuple[Desired, Actual, Policy]) -> None:
     reordered = Actual(dict(reversed(list(have.teams.items()))),
                        dict(reversed(list(have.users.items()))),
                        dict(reversed(list(have.keys.items()))))
-    assert make_plan(want, have, policy) == make_plan(want, reordered, policy)
+    plan = make_plan(want, have, policy)
+    assert plan == make_plan(want, reordered, policy)
+    keys = [op.sort_key() for op in plan.operations]
+    assert len(keys) == len(set(keys))  # each change is planned once
