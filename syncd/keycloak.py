@@ -403,4 +403,6 @@ def _under(path: str, prefix: str) -> bool:
 
 
 def _truthy(values: list[str] | None) -> bool:
-    return bool(values) and values is not None and values[0].strip().lower() in ("true", "1", "yes")
+    if not values:
+        return False
+    return values[0].strip().lower() in ("true", "1", "yes")
