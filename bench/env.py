@@ -319,7 +319,7 @@ class SyncdRunner:
             "selection": {"path_prefixes": self.scenario.selection(), "attribute": None},
             # The incremental scenario is larger than the default brake (25 destructive ops);
             # the bench measures the work, the brake has its own tests.
-            "safety": {"max_destructive_ops": 100_000},
+            "safety": {"max_blocked": 100_000, "max_deleted": 100_000},
             "logging": {"format": "json", "level": "info"},
         }
         for section, values in self.overrides.items():

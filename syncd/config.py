@@ -197,9 +197,30 @@ class DeparturesSettings(Section):
     ignore_users: list[str] = Field(default_factory=list)
 
 
+_RENAMED_SAFETY = {
+    "max_destructive_ops": "max_blocked (users and teams cut off) and max_deleted",
+    "max_destructive_fraction": "max_blocked_fraction and max_deleted_fraction",
+}
+
+
 class SafetySettings(Section):
-    max_destructive_ops: int = Field(default=25, ge=0)
-    max_destructive_fraction: float = Field(default=0.10, ge=0, le=1)
+    """The brake counts users and teams affected, not API calls; deletions and
+    removals (irreversible) have their own, stricter limits."""
+
+    max_blocked: int = Field(default=25, ge=0, le=1_000_000)
+    max_blocked_fraction: float = Field(default=0.10, ge=0, le=1)
+    max_deleted: int = Field(default=10, ge=0, le=1_000_000)
+    max_deleted_fraction: float = Field(default=0.05, ge=0, le=1)
+    fraction_from_memberships: int = Field(default=100, ge=0, le=100_000_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for old, new in _RENAMED_SAFETY.items():
+                if old in data:
+                    raise ValueError(f"safety.{old} was replaced by {new} (they count people)")
+        return data
 
 
 def _check_cron(value: str | None) -> str | None:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import structlog
@@ -144,7 +145,8 @@ class KeycloakReader:
         self.warnings: list[str] = []
 
     # -- HTTP -------------------------------------------------------------
-    async def _get(self, path: str, params: Mapping[str, Any]) -> Any:
+    async def _get(self, path: str, params: Mapping[str, Any], *, missing_ok: bool = False) -> Any:
+        """The JSON reply; with `missing_ok`, None for a 404 (a subject that is gone)."""
         what = f"Keycloak GET {self.prefix}{path}"
         token = await self.tokens.get()
         for attempt in (1, 2):
@@ -161,6 +163,8 @@ class KeycloakReader:
                 token = await self.tokens.get(stale=token)
                 continue
             break
+        if response.status_code == 404 and missing_ok:
+            return None
         if response.status_code != 200:
             raise SourceReadError(f"{what} failed: {self._explain(response)}")
         try:
@@ -183,8 +187,17 @@ class KeycloakReader:
         return f"HTTP {code}: {_short(response.text)}"
 
     async def _pages(self, path: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """All items of a paged listing; the page size is always explicit."""
-        items: list[dict[str, Any]] = []
+        """All items of a paged listing; the page size is always explicit.
+
+        Offsets shift when an item before the current page is removed during
+        the read, and the item at the page boundary would never be seen. Each
+        page therefore starts `overlap` items before the end of the previous
+        one, and items are deduplicated by id (an addition shifts the other
+        way and is only ever read twice). Keycloak orders these listings
+        (members by username, groups by name), so the overlap is meaningful.
+        """
+        items: dict[str, dict[str, Any]] = {}
+        overlap = min(max(1, self.page // 20), self.page - 1)
         first = 0
         while True:
             page = await self._get(path, {**params, "first": first, "max": self.page})
@@ -193,10 +206,11 @@ class KeycloakReader:
                     f"Keycloak GET {self.prefix}{path} returned {type(page).__name__}, "
                     "expected a list of objects"
                 )
-            items.extend(page)
+            for item in page:
+                items.setdefault(str(item.get("id", len(items))), item)
             if len(page) < self.page:
-                return items
-            first += len(page)
+                return list(items.values())
+            first += len(page) - overlap
 
     # -- groups -------------------------------------------------------------
     async def read_groups(self) -> list[Group]:
@@ -269,6 +283,34 @@ class KeycloakReader:
             )
         return members
 
+    # -- fresh reads, for confirming destructive steps (syncd.confirm) ----
+    async def read_user(self, user_id: str) -> dict[str, Any] | None:
+        """The user record, or None when Keycloak has no such user."""
+        reply = await self._get(f"/users/{quote(user_id, safe='')}", {}, missing_ok=True)
+        if reply is not None and not isinstance(reply, dict):
+            raise SourceReadError(f"Keycloak returned {type(reply).__name__} for user {user_id}")
+        return reply
+
+    async def read_user_groups(self, user_id: str) -> list[dict[str, Any]]:
+        """The groups the user is a direct member of, with their ids and paths."""
+        return await self._pages(
+            f"/users/{quote(user_id, safe='')}/groups", {"briefRepresentation": "true"}
+        )
+
+    async def read_group(self, group_id: str) -> dict[str, Any] | None:
+        """The group, or None when it is gone."""
+        reply = await self._get(f"/groups/{quote(group_id, safe='')}", {}, missing_ok=True)
+        if reply is not None and not isinstance(reply, dict):
+            raise SourceReadError(f"Keycloak returned {type(reply).__name__} for group {group_id}")
+        return reply
+
+    def still_selected(self, raw: Mapping[str, Any]) -> bool:
+        """Would the selection rules pick this freshly read group as a team?"""
+        group = self._group(raw, None)
+        if raw.get("parentId"):
+            group.parent_id = str(raw["parentId"])
+        return bool(self.selected([group]))
+
     # -- selection and the desired state ---------------------------------
     def selected(self, groups: list[Group]) -> list[Group]:
         sel = self.settings.selection
@@ -311,7 +353,22 @@ class KeycloakReader:
                 settings=self._team_settings(group),
                 members=roster,
             )
-        return Desired(teams=teams, users=users, groups_seen=sum(1 for _ in _walk(groups)))
+        return Desired(
+            teams=teams,
+            users=users,
+            groups_seen=sum(1 for _ in _walk(groups)),
+            sources={g.id: frozenset(self._sources(g)) for g in selected},
+            groups_known=frozenset(g.id for g in _walk(groups)),
+        )
+
+    def _sources(self, group: Group) -> Iterable[str]:
+        """Ids of the groups whose members make up the team of `group`."""
+        admin_name = self.settings.members.admin_subgroup
+        yield group.id
+        subgroups = group.descendants() if self.settings.selection.flatten else group.children
+        for child in subgroups:
+            if self.settings.selection.flatten or (admin_name and child.name == admin_name):
+                yield child.id
 
     def _roster(
         self,

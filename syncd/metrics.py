@@ -72,6 +72,12 @@ class Metrics:
             "Destructive operations the safety brake held back in the last run.",
             registry=r,
         )
+        self.unconfirmed = Counter(
+            "syncd_unconfirmed_operations",
+            "Destructive operations skipped because a fresh read did not confirm them.",
+            ["operation"],
+            registry=r,
+        )
         self.managed_teams = Gauge(
             "syncd_managed_teams", "Teams syncd manages after the last run.", registry=r
         )

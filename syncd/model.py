@@ -24,6 +24,9 @@ GROUP_PATH = "syncd_group_path"
 BLOCKED_AT = "syncd_blocked_at"
 ARCHIVED_AT = "syncd_archived_at"
 KEY_BLOCKED = "syncd_blocked"
+# On users whose LiteLLM id is not their Keycloak id (linked users): the
+# Keycloak user to re-read before anything destructive.
+KEYCLOAK_ID = "syncd_keycloak_id"
 SCIM_ACTIVE = "scim_active"  # LiteLLM's own kill switch, honoured at key auth time
 
 # LiteLLM's identity for the master key; auto-added as admin to every team it creates.
@@ -103,6 +106,10 @@ class Desired:
     teams: Mapping[str, DesiredTeam]
     users: Mapping[str, DesiredUser]
     groups_seen: int = 0
+    # For confirming destructive steps against fresh reads (syncd.evidence):
+    # the groups whose members feed each team, and every group id seen.
+    sources: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    groups_known: frozenset[str] = frozenset()
 
 
 # --- actual state (from LiteLLM) ---------------------------------------------

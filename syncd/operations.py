@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from syncd.evidence import Evidence
 from syncd.model import Role, TeamSettings
 
 
@@ -22,6 +23,9 @@ class Operation:
     KIND: ClassVar[str] = "operation"
     PHASE: ClassVar[int] = 0
     DESTRUCTIVE: ClassVar[bool] = False
+    # Cannot be given back by a later run (deletes something). Every destructive
+    # operation carries `evidence`, confirmed by a fresh read before it is applied.
+    IRREVERSIBLE: ClassVar[bool] = False
 
     @property
     def team_id(self) -> str | None:
@@ -35,6 +39,14 @@ class Operation:
         values = tuple(str(getattr(self, f.name)) for f in dataclasses.fields(self))
         return (self.PHASE, self.KIND, *values)
 
+    def subject(self) -> tuple[str, str]:
+        """Who a destructive operation affects, for the brake: ("user", id) or
+        ("team", id). Key operations affect the key's owner."""
+        user = getattr(self, "user", None)
+        if isinstance(user, str):
+            return ("user", user)
+        return ("team", str(getattr(self, "team", "")))
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"op": self.KIND, "destructive": self.DESTRUCTIVE}
         for f in dataclasses.fields(self):
@@ -43,6 +55,8 @@ class Operation:
                 value = value.managed_items()
             elif isinstance(value, Mapping):
                 value = dict(value)
+            elif isinstance(value, Evidence):
+                value = value.describe()
             elif isinstance(value, tuple):
                 value = [list(v) if isinstance(v, tuple) else v for v in value]
             out[f.name] = value
@@ -165,6 +179,7 @@ class BlockUser(Operation):
     user: str
     reason: str
     metadata: Mapping[str, Any]
+    evidence: Evidence
 
 
 @dataclass(frozen=True)
@@ -172,9 +187,11 @@ class RemoveMember(Operation):
     KIND: ClassVar[str] = "remove_member"
     PHASE: ClassVar[int] = 5
     DESTRUCTIVE: ClassVar[bool] = True
+    IRREVERSIBLE: ClassVar[bool] = True
     team: str
     user: str
     reason: str
+    evidence: Evidence
 
 
 @dataclass(frozen=True)
@@ -182,11 +199,13 @@ class DeleteKey(Operation):
     KIND: ClassVar[str] = "delete_key"
     PHASE: ClassVar[int] = 6
     DESTRUCTIVE: ClassVar[bool] = True
+    IRREVERSIBLE: ClassVar[bool] = True
     token: str
     user: str
     team: str | None
     label: str
     reason: str
+    evidence: Evidence
 
 
 @dataclass(frozen=True)
@@ -200,6 +219,7 @@ class BlockKey(Operation):
     label: str
     reason: str
     metadata: Mapping[str, Any]  # with syncd's marker, written before the block
+    evidence: Evidence
 
 
 @dataclass(frozen=True)
@@ -210,6 +230,7 @@ class BlockTeam(Operation):
     team: str
     reason: str
     metadata: Mapping[str, Any]
+    evidence: Evidence
 
 
 @dataclass(frozen=True)
@@ -217,8 +238,10 @@ class DeleteTeam(Operation):
     KIND: ClassVar[str] = "delete_team"
     PHASE: ClassVar[int] = 9
     DESTRUCTIVE: ClassVar[bool] = True
+    IRREVERSIBLE: ClassVar[bool] = True
     team: str
     reason: str
+    evidence: Evidence
 
 
 @dataclass(frozen=True)
@@ -226,8 +249,10 @@ class DeleteUser(Operation):
     KIND: ClassVar[str] = "delete_user"
     PHASE: ClassVar[int] = 10
     DESTRUCTIVE: ClassVar[bool] = True
+    IRREVERSIBLE: ClassVar[bool] = True
     user: str
     reason: str
+    evidence: Evidence
 
 
 ALL_KINDS: tuple[type[Operation], ...] = (

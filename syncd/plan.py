@@ -6,33 +6,43 @@ hand are never touched. Time comes in through `Policy.now`, which keeps the
 function deterministic and the grace periods testable.
 
 Rules, in the words a security team uses:
-- a member who left a group is removed from its team, and their keys bound to
-  that team are deleted (as recent LiteLLM's member_delete does itself);
-- a departed user (disabled, deleted, or in no managed group) gets LiteLLM's
-  kill switch (``scim_active: false``) and every unblocked key blocked with
-  syncd's marker; under the ``delete`` policy the keys (and optionally the
-  user) are deleted once the grace period has run out;
+- a member who left one group but is still in others is removed from that
+  team, and their keys bound to it are deleted (LiteLLM 1.110.2's member_delete
+  deletes them itself): the one irreversible step outside a grace period;
+- a departed user (disabled, deleted, or in no selected group) who carries
+  syncd's marker gets LiteLLM's kill switch (``scim_active: false``) and every
+  unblocked key blocked with syncd's marker. Memberships and keys stay, so a
+  return within the grace period gives back exactly what they had. Only under
+  the ``delete`` policy, after the grace period, are memberships removed and
+  keys (and optionally the user) deleted;
 - a returning user gets the kill switch lifted and only syncd-blocked keys back;
-- a managed team whose group is gone or deselected is blocked, its members
-  leave it; under ``delete`` it is deleted after the grace period;
+- a managed team whose group is gone or deselected is blocked; its members and
+  keys stay. Under ``delete`` it is deleted after the grace period;
+- a LiteLLM user without syncd's marker in a managed team, who is not in the
+  group, is removed from that team and nothing else of theirs is touched;
 - never touched: unmanaged teams, proxy admins, ``default_user_id``, keys
-  without a user, and users on the ignore list.
+  without a user, keys of users who were never members, users on the ignore list.
+
+Every destructive operation carries the claim that justifies it
+(`syncd.evidence`), which a fresh read confirms before it is applied.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from syncd.evidence import GroupGone, UserOutside
 from syncd.model import (
     ARCHIVED_AT,
     BLOCKED_AT,
     DEFAULT_USER_ID,
     GROUP_PATH,
     KEY_BLOCKED,
+    KEYCLOAK_ID,
     MANAGED,
     PROXY_ADMIN_ROLES,
     SCIM_ACTIVE,
@@ -76,8 +86,12 @@ class Policy:
     removed_team_policy: Literal["block", "delete"] = "block"
     removed_team_grace: timedelta = timedelta(days=30)
     ignore_users: frozenset[str] = frozenset()  # LiteLLM user ids or emails
-    max_destructive_ops: int = 25
-    max_destructive_fraction: float = 0.10
+    # The brake counts people and teams, not API calls (see `brake`).
+    max_blocked: int = 25
+    max_blocked_fraction: float = 0.10
+    max_deleted: int = 10
+    max_deleted_fraction: float = 0.05
+    fraction_from_memberships: int = 100
     brake_released: bool = False  # --force: lift the brake for one run
 
 
@@ -95,6 +109,9 @@ class Plan:
     warnings: tuple[str, ...] = ()
     managed_memberships: int = 0
     brake_reason: str | None = None
+    # Destructive operations a fresh read did not confirm, with the reason;
+    # filled in by `syncd.confirm` just before applying.
+    unconfirmed: tuple[tuple[Operation, str], ...] = ()
 
     @property
     def braked(self) -> bool:
@@ -148,7 +165,6 @@ class _Planner:
         # Keys deleted by this plan are not also blocked or unblocked.
         self.revoked: set[str] = set()
         self.managed = actual.managed_teams
-        self.in_managed_teams = {uid for t in self.managed.values() for uid in t.members}
 
     # -- protection -------------------------------------------------------
     def protected(self, user_id: str) -> bool:
@@ -221,39 +237,61 @@ class _Planner:
             elif have[user_id] != role:
                 self.ops.append(ChangeMemberRole(want.team_id, user_id, have[user_id], role))
         for user_id in sorted(have):
-            if user_id not in want.members and not self.protected(user_id):
-                reason = "left the group" if user_id in self.desired.users else "departed"
-                self.ops.append(RemoveMember(want.team_id, user_id, reason))
-        self.revoke_team_keys(want.team_id, set(want.members), "left the team")
+            if user_id in want.members or self.protected(user_id):
+                continue
+            user = self.actual.users.get(user_id)
+            evidence = UserOutside(user_id, self.keycloak_id(user_id), frozenset({want.team_id}))
+            if user_id in self.desired.users:
+                # Still in other groups: leaves this team only. Irreversible,
+                # because LiteLLM deletes the member's keys of this team.
+                self.ops.append(RemoveMember(want.team_id, user_id, "left the group", evidence))
+                self.revoke_team_keys(want.team_id, user_id, "left the team", evidence)
+            elif user is None or not user.managed:
+                # Not syncd's user: taken out of this team, nothing else touched.
+                self.ops.append(RemoveMember(
+                    want.team_id, user_id, "not in the group (user not managed by syncd)", evidence
+                ))
+            # A departed user of syncd's keeps the membership until the grace
+            # period is over (plan_departed_user).
 
-    def revoke_team_keys(self, team_id: str, members: set[str], reason: str) -> None:
-        """Delete keys bound to a team whose owner is not (or no longer) a member.
+    def revoke_team_keys(
+        self, team_id: str, user_id: str, reason: str, evidence: UserOutside
+    ) -> None:
+        """Delete the keys bound to a team of a member who is removed from it.
 
-        Recent LiteLLM deletes these inside member_delete; older versions keep
-        them, and a crash between the two calls can leave them too.
+        LiteLLM 1.110.2 deletes these inside member_delete; older versions keep
+        them. Keys of users who were never members (a bot's key on an adopted
+        team) are not touched.
         """
         for key in self.keys_by_team.get(team_id, []):
-            if not key.user_id or key.user_id in members or self.protected(key.user_id):
+            if key.user_id != user_id:
                 continue
             self.revoked.add(key.token)
-            self.ops.append(DeleteKey(key.token, key.user_id, team_id, key.label, reason))
+            self.ops.append(DeleteKey(key.token, user_id, team_id, key.label, reason, evidence))
+
+    def keycloak_id(self, user_id: str) -> str:
+        """The Keycloak user behind a LiteLLM user, for re-reading it."""
+        user = self.actual.users.get(user_id)
+        stored = user.metadata.get(KEYCLOAK_ID) if user is not None else None
+        return stored if isinstance(stored, str) and stored else user_id
 
     def plan_removed_team(self, team: Team) -> None:
+        """Archive: block the team, keep its members and keys (a returning group
+        gets them back); delete only after the grace period under ``delete``."""
         reason = "group deleted in Keycloak or no longer selected"
+        evidence = GroupGone(team.team_id)
         archived_at = team.metadata.get(ARCHIVED_AT)
         if self.policy.removed_team_policy == "delete" and _grace_over(
             archived_at, self.policy.now, self.policy.removed_team_grace
         ):
-            self.ops.append(DeleteTeam(team.team_id, f"{reason}; archived since {archived_at}"))
+            self.ops.append(
+                DeleteTeam(team.team_id, f"{reason}; archived since {archived_at}", evidence)
+            )
             return
-        for user_id in sorted(team.members):
-            if not self.protected(user_id):
-                self.ops.append(RemoveMember(team.team_id, user_id, "team archived"))
-        self.revoke_team_keys(team.team_id, set(), "team archived")
         if not team.blocked or archived_at is None:
             metadata = dict(team.metadata)
             metadata.setdefault(ARCHIVED_AT, self.now)
-            self.ops.append(BlockTeam(team.team_id, reason, metadata))
+            self.ops.append(BlockTeam(team.team_id, reason, metadata, evidence))
 
     # -- users ------------------------------------------------------------
     def plan_users(self) -> None:
@@ -271,7 +309,9 @@ class _Planner:
                 continue
             if user_id in wanted:
                 self.plan_active_user(user)
-            elif user.managed or user_id in self.in_managed_teams:
+            elif user.managed:
+                # Only syncd's own users are cut off globally; others in a
+                # managed team are only taken out of it (plan_members).
                 self.plan_departed_user(user)
 
     def plan_active_user(self, user: User) -> None:
@@ -295,34 +335,46 @@ class _Planner:
                 self.ops.append(UnblockKey(key.token, user_id, key.label, key.blocked, key_meta))
 
     def plan_departed_user(self, user: User) -> None:
-        keys = [k for k in self.keys_by_user.get(user.user_id, []) if k.token not in self.revoked]
+        """Cut access reversibly; delete only after the grace period under ``delete``."""
+        uid = user.user_id
+        evidence = UserOutside(uid, self.keycloak_id(uid))
+        keys = [k for k in self.keys_by_user.get(uid, []) if k.token not in self.revoked]
         blocked_at = user.metadata.get(BLOCKED_AT)
         if self.policy.departure_policy == "delete" and _grace_over(
             blocked_at, self.policy.now, self.policy.departure_grace
         ):
             reason = f"departed; blocked since {blocked_at}, grace period over"
             if self.policy.delete_users:
-                self.ops.append(DeleteUser(user.user_id, reason))
+                self.ops.append(DeleteUser(uid, reason, evidence))
                 return
-            for key in sorted(keys, key=lambda k: k.token):
-                self.ops.append(DeleteKey(key.token, user.user_id, key.team_id, key.label, reason))
+            self.block_user(user, reason, evidence)
+            for team_id in sorted(self.managed):
+                if uid in self.managed[team_id].members:
+                    self.ops.append(RemoveMember(team_id, uid, reason, evidence))
+            for key in keys:
+                self.ops.append(DeleteKey(key.token, uid, key.team_id, key.label, reason, evidence))
             return
-        reason = "departed: disabled, deleted, or in no managed group"
-        if not (user.kill_switch_on and user.blocked_by_syncd):
-            metadata = dict(user.metadata)
-            metadata[MANAGED] = True
-            metadata[SCIM_ACTIVE] = False
-            metadata.setdefault(BLOCKED_AT, self.now)
-            self.ops.append(BlockUser(user.user_id, reason, metadata))
-        for key in sorted(keys, key=lambda k: k.token):
+        reason = "departed: disabled, deleted, or in no selected group"
+        self.block_user(user, reason, evidence)
+        for key in keys:
             if key.blocked:
                 continue  # blocked by syncd already, or by an administrator: leave as is
             key_meta = dict(key.metadata)
             key_meta[KEY_BLOCKED] = True
             key_meta[BLOCKED_AT] = self.now
             self.ops.append(
-                BlockKey(key.token, user.user_id, key.team_id, key.label, reason, key_meta)
+                BlockKey(key.token, uid, key.team_id, key.label, reason, key_meta, evidence)
             )
+
+    def block_user(self, user: User, reason: str, evidence: UserOutside) -> None:
+        """The kill switch, unless it is already thrown by syncd."""
+        if user.kill_switch_on and user.blocked_by_syncd:
+            return
+        metadata = dict(user.metadata)
+        metadata[MANAGED] = True
+        metadata[SCIM_ACTIVE] = False
+        metadata.setdefault(BLOCKED_AT, self.now)
+        self.ops.append(BlockUser(user.user_id, reason, metadata, evidence))
 
     def managed_memberships(self) -> int:
         return sum(
@@ -331,6 +383,12 @@ class _Planner:
             for uid in t.members
             if not self.protected(uid)
         )
+
+    def managed_subjects(self) -> int:
+        """People and teams the brake's fractions are taken of."""
+        people = {uid for t in self.managed.values() for uid in t.members}
+        people |= {uid for uid, u in self.actual.users.items() if u.managed}
+        return len(self.managed) + sum(1 for uid in people if not self.protected(uid))
 
 
 _KEY_MARKERS = frozenset({KEY_BLOCKED, BLOCKED_AT})
@@ -348,35 +406,61 @@ def make_plan(desired: Desired, actual: Actual, policy: Policy) -> Plan:
     planner.plan_users()
     ops = sorted(planner.ops, key=lambda op: op.sort_key())
     memberships = planner.managed_memberships()
-    destructive = [op for op in ops if op.DESTRUCTIVE]
-    reason = brake_reason(len(destructive), memberships, policy)
-    if reason and not policy.brake_released:
-        kept = tuple(op for op in ops if not op.DESTRUCTIVE)
-        return Plan(
-            kept,
-            tuple(destructive),
-            tuple(planner.skipped),
-            tuple(planner.warnings),
-            memberships,
-            reason,
-        )
-    return Plan(tuple(ops), (), tuple(planner.skipped), tuple(planner.warnings), memberships)
+    held, reason = brake(ops, memberships, planner.managed_subjects(), policy)
+    held_ids = {id(op) for op in held}
+    return Plan(
+        tuple(op for op in ops if id(op) not in held_ids),
+        held,
+        tuple(planner.skipped),
+        tuple(planner.warnings),
+        memberships,
+        reason,
+    )
 
 
-def brake_reason(destructive: int, memberships: int, policy: Policy) -> str | None:
-    """Why the brake engages, or None. "At" a threshold is allowed, "over" is not."""
-    if destructive > policy.max_destructive_ops:
-        return (
-            f"{destructive} destructive operations exceed safety.max_destructive_ops="
-            f"{policy.max_destructive_ops}"
-        )
-    limit = policy.max_destructive_fraction * memberships
-    if memberships and destructive > limit:
-        return (
-            f"{destructive} destructive operations exceed safety.max_destructive_fraction="
-            f"{policy.max_destructive_fraction:g} of {memberships} managed memberships"
-        )
-    return None
+def _subjects(ops: Sequence[Operation], irreversible: bool) -> set[tuple[str, str]]:
+    return {op.subject() for op in ops if op.DESTRUCTIVE and irreversible == op.IRREVERSIBLE}
+
+
+def brake(
+    ops: Sequence[Operation], memberships: int, subjects: int, policy: Policy
+) -> tuple[tuple[Operation, ...], str | None]:
+    """Which destructive operations to hold back, and why.
+
+    Counted are people and teams affected, not API calls: one leaver is one,
+    however many keys they hold. Reversible cuts (blocks) and irreversible
+    steps (deletions, removals) have separate limits, the irreversible one
+    stricter. Over the irreversible limit only the irreversible part waits;
+    over the blocking limit every destructive operation waits. Fractions apply
+    only from `fraction_from_memberships` managed memberships on, so a small
+    organisation can always cut off a handful of leavers. "At" a limit is
+    allowed, "over" is not; ``--force`` lifts the brake for one run.
+    """
+    if policy.brake_released:
+        return (), None
+    use_fraction = memberships >= policy.fraction_from_memberships
+
+    def over(count: int, limit: int, fraction: float, key: str) -> str | None:
+        if count > limit:
+            return f"{count} exceed safety.max_{key}={limit}"
+        if use_fraction and count > fraction * subjects:
+            return (
+                f"{count} exceed safety.max_{key}_fraction={fraction:g} of {subjects} managed "
+                "users and teams"
+            )
+        return None
+
+    cut = _subjects(ops, irreversible=False)
+    deleted = _subjects(ops, irreversible=True)
+    why_cut = over(len(cut | deleted), policy.max_blocked, policy.max_blocked_fraction, "blocked")
+    if why_cut:
+        why = f"users and teams to cut off: {why_cut}"
+        return tuple(op for op in ops if op.DESTRUCTIVE), why
+    why_deleted = over(len(deleted), policy.max_deleted, policy.max_deleted_fraction, "deleted")
+    if why_deleted:
+        why = f"users and teams with irreversible steps: {why_deleted}"
+        return tuple(op for op in ops if op.IRREVERSIBLE), why
+    return (), None
 
 
 def policy_from_settings(settings: Any, now: datetime, *, force: bool = False) -> Policy:
@@ -392,7 +476,10 @@ def policy_from_settings(settings: Any, now: datetime, *, force: bool = False) -
         removed_team_policy=settings.teams.removed_policy,
         removed_team_grace=timedelta(days=settings.teams.removed_grace_days),
         ignore_users=frozenset(settings.departures.ignore_users),
-        max_destructive_ops=settings.safety.max_destructive_ops,
-        max_destructive_fraction=settings.safety.max_destructive_fraction,
+        max_blocked=settings.safety.max_blocked,
+        max_blocked_fraction=settings.safety.max_blocked_fraction,
+        max_deleted=settings.safety.max_deleted,
+        max_deleted_fraction=settings.safety.max_deleted_fraction,
+        fraction_from_memberships=settings.safety.fraction_from_memberships,
         brake_released=force,
     )

@@ -151,6 +151,11 @@ def render_plan(plan: Plan, names: Names) -> str:
         lines.append(f"Held back by the safety brake: {plan.brake_reason}")
         lines.append("  (run with --force to apply them once)")
         lines.extend("  " + line for line in _grouped(plan.held_back, names))
+    if plan.unconfirmed:
+        lines.append("")
+        lines.append("Not applied this run: a fresh read of Keycloak did not confirm them")
+        for op, why in plan.unconfirmed:
+            lines.append(f"  - {describe(op, names)}: {why}")
     for s in plan.skipped:
         lines.append(f"Skipped team {names.team(s.team)} [{s.team}]: {s.reason}")
     for w in plan.warnings:
@@ -195,6 +200,7 @@ def plan_json(plan: Plan, names: Names) -> dict[str, Any]:
         "operations": [entry(op) for op in plan.operations],
         "held_back": [entry(op) for op in plan.held_back],
         "brake_reason": plan.brake_reason,
+        "unconfirmed": [{**entry(op), "why": why} for op, why in plan.unconfirmed],
         "skipped": [{"team": s.team, "reason": s.reason} for s in plan.skipped],
         "warnings": list(plan.warnings),
         "destructive": plan.destructive_count,
@@ -207,6 +213,6 @@ def summary_line(stats: Mapping[str, Any]) -> str:
     return (
         "syncd {result}: {groups} groups ({teams} selected), {users} users, "
         "{memberships} memberships seen; {applied} change(s) applied, {failed} failed, "
-        "{held_back} held back; requests keycloak={kc_requests} litellm={ll_requests} "
-        "({ll_writes} writes); {duration:.1f}s"
+        "{held_back} held back, {unconfirmed} unconfirmed; requests keycloak={kc_requests} "
+        "litellm={ll_requests} ({ll_writes} writes); {duration:.1f}s"
     ).format(**stats)

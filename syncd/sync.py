@@ -19,7 +19,9 @@ import structlog
 
 from syncd.apply import Applier, ApplyResult
 from syncd.config import Settings
+from syncd.confirm import Confirmer, with_unconfirmed
 from syncd.errors import ExitCode, SourceReadError, SyncdError
+from syncd.evidence import SourceFacts
 from syncd.http import ApiClient, RequestCounter, RetryBudget
 from syncd.keycloak import KeycloakReader, TokenProvider
 from syncd.litellm import LiteLLMClient
@@ -145,18 +147,38 @@ async def _run(
             outcome.result = "success"
             outcome.exit_code = ExitCode.DRIFT if drift and outcome.mode == "check" else ExitCode.OK
             return
-        applied = await Applier(target).apply(plan.operations)
-        outcome.applied = applied
+        applier = Applier(target)
+        outcome.applied = applier.result
+        # Everything that only adds or restores first; then, just before the
+        # destructive part, a fresh read of each of its subjects.
+        await applier.apply([op for op in plan.operations if not op.DESTRUCTIVE])
+        destructive = [op for op in plan.operations if op.DESTRUCTIVE]
+        if destructive:
+            facts = SourceFacts(desired.sources, desired.groups_known)
+            confirmed, dropped = await Confirmer(reader, facts).confirm(destructive)
+            plan = with_unconfirmed(plan, dropped)
+            outcome.plan = plan
+            for op, _ in dropped:
+                metrics.unconfirmed.labels(operation=op.KIND).inc()
+            if dropped:
+                outcome.warnings.append(
+                    f"{len(dropped)} destructive change(s) skipped this run: a fresh read of "
+                    "Keycloak did not confirm them (see change_unconfirmed events)"
+                )
+            await applier.apply(confirmed)
+        applied = applier.result
         outcome.warnings.extend(applied.warnings)
-        if applied.failed:
-            outcome.result, outcome.exit_code = "partial", ExitCode.PARTIAL
-        elif plan.braked:
+        if plan.braked:
+            # The brake wins over partial failures: it needs a person to look.
             outcome.result, outcome.exit_code = "braked", ExitCode.BRAKE
             log.warning(
-                "safety_brake_engaged", reason=plan.brake_reason, held_back=len(plan.held_back)
+                "safety_brake_engaged", reason=plan.brake_reason, held_back=len(plan.held_back),
+                failed=len(applied.failed),
             )
             for op in plan.held_back:
                 log.warning("held_back", op=op.KIND, **op.ids())
+        elif applied.failed:
+            outcome.result, outcome.exit_code = "partial", ExitCode.PARTIAL
         else:
             outcome.result, outcome.exit_code = "success", ExitCode.OK
     finally:
@@ -190,6 +212,7 @@ def _stats(outcome: RunOutcome, counter: RequestCounter, duration: float) -> dic
         "applied": len(applied.done) if applied else 0,
         "failed": len(applied.failed) if applied else 0,
         "held_back": len(plan.held_back) if plan else 0,
+        "unconfirmed": len(plan.unconfirmed) if plan else 0,
         "kc_requests": counter.total("keycloak"),
         "ll_requests": counter.total("litellm"),
         "ll_reads": counter.total("litellm", "read"),

@@ -235,7 +235,7 @@ def test_config_checksum_rolls_the_pods_on_config_changes_only(helm: str) -> Non
     base = checksum()
     cm = config_map(render(helm, DEPLOYMENT))["data"]["syncd.yaml"]
     assert base == hashlib.sha256(cm.rstrip("\n").encode()).hexdigest()
-    assert checksum("config.safety.max_destructive_ops=5") != base
+    assert checksum("config.safety.max_blocked=5") != base
     assert checksum("resources.requests.cpu=100m") == base
 
 

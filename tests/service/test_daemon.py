@@ -59,7 +59,7 @@ def test_metrics_follow_keycloak_changes(
     realm_factory: RealmFactory, emulator: EmulatorAdmin, syncd_daemon: DaemonFactory
 ) -> None:
     realm = realm_factory(groups=GROUPS, users=USERS)
-    daemon = syncd_daemon(realm, emulator, safety={"max_destructive_fraction": 0.4})
+    daemon = syncd_daemon(realm, emulator, safety={"max_blocked_fraction": 0.4})
 
     # The first run starts at once; readiness follows its success.
     daemon.wait_runs(1)

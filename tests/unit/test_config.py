@@ -78,7 +78,7 @@ def run_cli(
 
 CASES = {
     "unknown key": ("teams:\n  alias_form: name\n", "teams.alias_form", "Extra inputs"),
-    "wrong type": ("safety:\n  max_destructive_ops: lots\n", "safety.max_destructive_ops",
+    "wrong type": ("safety:\n  max_blocked: lots\n", "safety.max_blocked",
                    "valid integer"),
     "bad enum": ("departures:\n  policy: purge\n", "departures.policy", "'block' or 'delete'"),
     "bad duration": ("teams:\n  defaults:\n    budget_duration: monthly\n",
@@ -140,9 +140,9 @@ def test_validate_ok_and_env_overrides_file(tmp_path: Path) -> None:
     path = write(tmp_path, base("http://kc.example:8080"))
     assert run_cli(path, "validate").returncode == 0
     settings = load_settings(path, {"SYNCD_KEYCLOAK__REALM": "other",
-                                    "SYNCD_SAFETY__MAX_DESTRUCTIVE_OPS": "3"})
+                                    "SYNCD_SAFETY__MAX_BLOCKED": "3"})
     assert settings.keycloak.realm == "other"
-    assert settings.safety.max_destructive_ops == 3
+    assert settings.safety.max_blocked == 3
     assert settings.keycloak.secret() == "s3cret"
 
 
@@ -161,7 +161,7 @@ def test_example_config_is_valid(tmp_path: Path) -> None:
     example = Path(__file__).parents[2] / "config" / "syncd.example.yaml"
     settings = load_settings(example, {"SYNCD_KEYCLOAK__CLIENT_SECRET_FILE": str(secret),
                                        "SYNCD_LITELLM__API_KEY_FILE": str(secret)})
-    assert settings.safety.max_destructive_ops == 25
+    assert settings.safety.max_blocked == 25
 
 
 def test_missing_config_file(tmp_path: Path) -> None:

@@ -7,12 +7,14 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from syncd.evidence import GroupGone, UserOutside
 from syncd.model import (
     ARCHIVED_AT,
     BLOCKED_AT,
     DEFAULT_USER_ID,
     GROUP_PATH,
     KEY_BLOCKED,
+    KEYCLOAK_ID,
     MANAGED,
     SCIM_ACTIVE,
     Actual,
@@ -121,8 +123,7 @@ def test_unmanaged_team_with_same_id_is_skipped_unless_adopting() -> None:
     plan = make_plan(want, have, POLICY)
     assert [s.team for s in plan.skipped] == ["t1"]
     assert all(op.team_id != "t1" for op in plan.operations)
-    adopted = make_plan(want, have, Policy(now=NOW, adopt_existing=True,
-                                           max_destructive_ops=100, max_destructive_fraction=1))
+    adopted = make_plan(want, have, Policy(now=NOW, adopt_existing=True))
     assert "update_team" in kinds(adopted) and "remove_member" in kinds(adopted)
 
 
@@ -166,8 +167,9 @@ def test_departed_user_is_blocked_with_markers_and_all_keys_blocked() -> None:
     block_user = next(op for op in ops if isinstance(op, BlockUser))
     assert block_user.metadata[SCIM_ACTIVE] is False and block_user.metadata["dept"] == "x"
     assert block_user.metadata[BLOCKED_AT] == "2026-11-01T12:00:00Z"
-    assert {op.token for op in ops if isinstance(op, BlockKey)} == {"kp", "kx"}
-    assert {op.token for op in ops if isinstance(op, DeleteKey)} == {"kt"}
+    # reversible: every key blocked (the team key too), nothing deleted, no membership removed
+    assert {op.token for op in ops if isinstance(op, BlockKey)} == {"kp", "kt", "kx"}
+    assert not any(op.IRREVERSIBLE for op in ops)
     assert all(op.metadata[KEY_BLOCKED] is True for op in ops if isinstance(op, BlockKey))
     # the kill switch is thrown before anything else destructive
     assert next(op.KIND for op in ops if op.DESTRUCTIVE) == "block_user"
@@ -192,7 +194,7 @@ def test_delete_policy_waits_for_grace_then_deletes() -> None:
     want = desired(dteam("t1", {"a": "user"}))
     base = {**MARK, SCIM_ACTIVE: False}
     policy = Policy(now=NOW, departure_policy="delete", departure_grace=timedelta(days=30),
-                    max_destructive_ops=100, max_destructive_fraction=1)
+                    brake_released=True)
     recent = actual([ateam("t1", {"a": "user"})],
                     [User("a", metadata=MARK),
                      User("d", metadata={**base, BLOCKED_AT: "2026-10-25T00:00:00Z"})],
@@ -202,27 +204,36 @@ def test_delete_policy_waits_for_grace_then_deletes() -> None:
                  [User("a", metadata=MARK), User("d", metadata={**base, BLOCKED_AT: LONG_AGO})],
                  [Key("kd", "d", None, blocked=True, metadata={KEY_BLOCKED: True})])
     assert kinds(make_plan(want, old, policy)) == ["delete_key"]
+    member = actual([ateam("t1", {"a": "user", "d": "user"})],
+                    [User("a", metadata=MARK), User("d", metadata={**base, BLOCKED_AT: LONG_AGO})],
+                    [Key("kd", "d", "t1", blocked=True, metadata={KEY_BLOCKED: True})])
+    assert kinds(make_plan(want, member, policy)) == ["remove_member", "delete_key"]
     with_users = Policy(**{**policy.__dict__, "delete_users": True})
     assert [type(op) for op in make_plan(want, old, with_users).operations] == [DeleteUser]
 
 
-def test_removed_group_blocks_team_and_members_leave_then_deleted_after_grace() -> None:
+def test_removed_group_blocks_team_keeps_members_then_deleted_after_grace() -> None:
     want = desired(dteam("t1", {"a": "user"}))
     have = actual([ateam("t1", {"a": "user"}), ateam("gone", {"a": "user", "b": "user"})],
-                  [User("a", metadata=MARK), User("b", metadata=MARK)])
+                  [User("a", metadata=MARK), User("b", metadata=MARK)],
+                  [Key("ka", "a", "gone")])
     plan = make_plan(want, have, POLICY)
     assert {(op.KIND, op.team_id) for op in plan.operations if op.team_id == "gone"} == {
-        ("remove_member", "gone"), ("block_team", "gone")}
+        ("block_team", "gone")}
+    # b is in no selected group any more: blocked, not removed
+    assert {op.KIND for op in plan.operations if getattr(op, "user", None) == "b"} == {
+        "block_user"}
     block = next(op for op in plan.operations if isinstance(op, BlockTeam))
     assert block.metadata[ARCHIVED_AT] == "2026-11-01T12:00:00Z"
     archived = actual([ateam("t1", {"a": "user"}),
-                       ateam("gone", {}, blocked=True, metadata={ARCHIVED_AT: LONG_AGO})],
-                      [User("a", metadata=MARK)])
+                       ateam("gone", {"a": "user"}, blocked=True,
+                             metadata={ARCHIVED_AT: LONG_AGO})],
+                      [User("a", metadata=MARK)], [Key("ka", "a", "gone")])
     assert not make_plan(want, archived, POLICY)
     delete = Policy(now=NOW, removed_team_policy="delete", brake_released=True)
     assert [type(op) for op in make_plan(want, archived, delete).operations] == [DeleteTeam]
     # and a group that comes back is unblocked
-    back = desired(dteam("t1", {"a": "user"}), dteam("gone", {}))
+    back = desired(dteam("t1", {"a": "user"}), dteam("gone", {"a": "user"}))
     assert [type(op) for op in make_plan(back, archived, POLICY).operations] == [UnblockTeam]
 
 
@@ -242,34 +253,62 @@ def test_protected_users_and_unmanaged_teams_are_never_touched() -> None:
 # --- the brake -------------------------------------------------------------------
 
 
-def _departures(n: int) -> tuple[Desired, Actual]:
-    members = {f"u{i}": "user" for i in range(100)}
+def _departures(n: int, size: int = 100, keys: int = 3) -> tuple[Desired, Actual]:
+    """`size` members of one team, the first `n` departed; each holds `keys` keys."""
+    members = {f"u{i}": "user" for i in range(size)}
     want = desired(dteam("t1", {u: r for u, r in list(members.items())[n:]}))
     have = actual([ateam("t1", dict(members))],
-                  [User(u, metadata=MARK) for u in members])
+                  [User(u, metadata=MARK) for u in members],
+                  [Key(f"k-{u}-{j}", u, "t1" if j else None) for u in members for j in range(keys)])
     return want, have
 
 
-def test_brake_allows_at_threshold_and_holds_back_just_over() -> None:
-    policy = Policy(now=NOW, max_destructive_ops=10, max_destructive_fraction=1.0)
-    want, have = _departures(5)  # 5 removals + 5 blocks = 10 destructive
+def test_brake_counts_people_not_calls() -> None:
+    policy = Policy(now=NOW, max_blocked=10, max_blocked_fraction=1.0)
+    want, have = _departures(10)  # 10 people, 40 operations
     at = make_plan(want, have, policy)
-    assert not at.braked and at.destructive_count == 10
-    want, have = _departures(6)  # 12 destructive
+    assert not at.braked and at.destructive_count == 40
+    want, have = _departures(11)
     over = make_plan(want, have, policy)
-    assert over.braked and len(over.held_back) == 12
+    assert over.braked and len(over.held_back) == 44
     assert not any(op.DESTRUCTIVE for op in over.operations)
-    assert "max_destructive_ops=10" in (over.brake_reason or "")
+    assert "max_blocked=10" in (over.brake_reason or "")
 
 
 def test_brake_fraction_and_force() -> None:
-    policy = Policy(now=NOW, max_destructive_ops=1000, max_destructive_fraction=0.10)
-    want, have = _departures(5)  # 10 destructive of 100 memberships: at 10%
+    policy = Policy(now=NOW, max_blocked=1000, max_blocked_fraction=0.10)
+    want, have = _departures(10)  # 10 of 101 managed users and teams: under 10 %
     assert not make_plan(want, have, policy).braked
-    want, have = _departures(6)
+    want, have = _departures(11)
     assert make_plan(want, have, policy).braked
     forced = Policy(**{**policy.__dict__, "brake_released": True})
     assert not make_plan(want, have, forced).braked
+
+
+def test_small_organisation_can_always_cut_off_a_few_leavers() -> None:
+    # 20 memberships: the fractions do not apply below 100 (as Okta does).
+    for leavers in (1, 3):
+        want, have = _departures(leavers, size=20)
+        plan = make_plan(want, have, Policy(now=NOW))
+        assert not plan.braked
+        assert sum(isinstance(op, BlockUser) for op in plan.operations) == leavers
+
+
+def test_irreversible_limit_holds_only_the_irreversible_part() -> None:
+    # five people leave t1 but stay in t2 (irreversible: LiteLLM deletes their t1 keys),
+    # two depart altogether (reversible block)
+    stay = {f"s{i}": "user" for i in range(5)}
+    want = desired(dteam("t1", {"a": "user"}), dteam("t2", {"a": "user", **stay}))
+    have = actual(
+        [ateam("t1", {"a": "user", **stay, "d1": "user", "d2": "user"}),
+         ateam("t2", {"a": "user", **stay})],
+        [User(u, metadata=MARK) for u in ["a", *stay, "d1", "d2"]],
+    )
+    plan = make_plan(want, have, Policy(now=NOW, max_deleted=4))
+    assert plan.braked and "max_deleted=4" in (plan.brake_reason or "")
+    assert {op.KIND for op in plan.held_back} == {"remove_member"}
+    assert {op.user for op in plan.operations if isinstance(op, BlockUser)} == {"d1", "d2"}
+    assert not make_plan(want, have, Policy(now=NOW, max_deleted=5)).braked
 
 
 def test_brake_keeps_non_destructive_part() -> None:
@@ -279,6 +318,49 @@ def test_brake_keeps_non_destructive_part() -> None:
     plan = make_plan(want, have, Policy(now=NOW))
     assert plan.braked
     assert {type(op) for op in plan.operations} == {CreateUser, CreateTeam, AddMember}
+
+
+# --- ownership, adoption, evidence ------------------------------------------------
+
+
+def test_user_without_marker_is_only_removed_from_the_managed_team() -> None:
+    want = desired(dteam("t1", {"a": "user"}))
+    have = actual(
+        [ateam("t1", {"a": "user", "sso": "user"}), ateam("hand", {"sso": "user"}, managed=False)],
+        [User("a", metadata=MARK), User("sso", "sso@x")],
+        [Key("kp", "sso", None), Key("kh", "sso", "hand"), Key("kt", "sso", "t1")],
+    )
+    plan = make_plan(want, have, POLICY)
+    assert [(op.KIND, op.team_id) for op in plan.operations] == [("remove_member", "t1")]
+
+
+def test_adoption_leaves_keys_of_non_members_alone() -> None:
+    want = desired(dteam("t1", {"a": "user"}))
+    have = actual([ateam("t1", {"a": "user"}, managed=False)], [User("a", metadata=MARK)],
+                  [Key("bot", "ci-bot", "t1"), Key("svc", None, "t1")])
+    plan = make_plan(want, have, Policy(now=NOW, adopt_existing=True))
+    assert not any(op.DESTRUCTIVE for op in plan.operations)
+
+
+def test_every_destructive_operation_carries_its_claim() -> None:
+    want = desired(dteam("t1", {"a": "user"}), dteam("t2", {"b": "user"}))
+    have = actual(
+        [ateam("t1", {"a": "user", "b": "user", "d": "user"}), ateam("t2", {"b": "user"}),
+         ateam("gone", {})],
+        [User("a", metadata=MARK), User("b", metadata=MARK),
+         User("d", metadata={**MARK, KEYCLOAK_ID: "kc-d"})],
+        [Key("kb", "b", "t1"), Key("kd", "d", None)],
+    )
+    plan = make_plan(want, have, POLICY)
+    claims = {(op.KIND, getattr(op, "user", op.team_id)): op.evidence  # type: ignore[attr-defined]
+              for op in plan.operations if op.DESTRUCTIVE}
+    assert claims == {
+        ("remove_member", "b"): UserOutside("b", "b", frozenset({"t1"})),
+        ("delete_key", "b"): UserOutside("b", "b", frozenset({"t1"})),
+        ("block_user", "d"): UserOutside("d", "kc-d"),
+        ("block_key", "d"): UserOutside("d", "kc-d"),
+        ("block_team", "gone"): GroupGone("gone"),
+    }
 
 
 # --- properties -------------------------------------------------------------------
@@ -419,3 +501,79 @@ def test_plans_are_deterministic(state: tuple[Desired, Actual, Policy]) -> None:
     assert plan == make_plan(want, reordered, policy)
     keys = [op.sort_key() for op in plan.operations]
     assert len(keys) == len(set(keys))  # each change is planned once
+
+
+@PROPS
+@given(states())
+def test_every_destructive_operation_has_a_matching_claim(
+    state: tuple[Desired, Actual, Policy]
+) -> None:
+    want, have, policy = state
+    plan = make_plan(want, have, policy)
+    for op in (*plan.operations, *plan.held_back):
+        if not op.DESTRUCTIVE:
+            continue
+        claim = op.evidence  # type: ignore[attr-defined]
+        if isinstance(claim, UserOutside):
+            assert claim.user_id == op.user  # type: ignore[attr-defined]
+            if claim.teams is not None:  # leaving one team: only that team's steps
+                assert op.team_id in claim.teams
+        else:
+            assert isinstance(claim, GroupGone) and claim.team_id == op.team_id
+
+
+@PROPS
+@given(states())
+def test_no_irreversible_step_within_the_grace_period(
+    state: tuple[Desired, Actual, Policy]
+) -> None:
+    want, have, policy = state
+    plan = make_plan(want, have, policy)
+    for op in plan.operations:
+        if not op.IRREVERSIBLE:
+            continue
+        user = getattr(op, "user", None)
+        departed = user is not None and user not in want.users
+        if departed and (have.users.get(user) or User(str(user))).managed:
+            # a departed user of syncd's: only after their grace period, under "delete"
+            assert policy.departure_policy == "delete"
+            stamp = have.users[user].metadata.get(BLOCKED_AT)
+            assert stamp == LONG_AGO, (op, stamp)
+        if isinstance(op, DeleteTeam):
+            assert policy.removed_team_policy == "delete"
+            assert have.teams[op.team].metadata.get(ARCHIVED_AT) == LONG_AGO
+        if op.team_id is not None and op.team_id not in want.teams and not isinstance(
+            op, DeleteTeam
+        ):
+            # nothing is removed from, or deleted in, an archived team
+            assert isinstance(op, DeleteKey) and user is not None and user not in want.users
+
+
+def _working_keys(state: Actual, user_id: str) -> set[str]:
+    user = state.users.get(user_id)
+    if user is None or user.kill_switch_on:
+        return set()
+    return {k.token for k in state.keys.values() if k.user_id == user_id and not k.blocked
+            and not (k.team_id in state.teams and state.teams[k.team_id].blocked)}
+
+
+@PROPS
+@given(states(), st.data())
+def test_departure_then_return_restores_the_same_working_keys(
+    state: tuple[Desired, Actual, Policy], data: st.DataObject
+) -> None:
+    want, have, policy = state
+    settled = apply_ops(have, make_plan(want, have, policy).operations)
+    if not want.users:
+        return
+    uid = data.draw(st.sampled_from(sorted(want.users)))
+    without = Desired(
+        {tid: DesiredTeam(t.team_id, t.alias, t.path, t.settings,
+                          {u: r for u, r in t.members.items() if u != uid})
+         for tid, t in want.teams.items()},
+        {u: d for u, d in want.users.items() if u != uid},
+    )
+    gone = apply_ops(settled, make_plan(without, settled, policy).operations)
+    assert not _working_keys(gone, uid)
+    back = apply_ops(gone, make_plan(want, gone, policy).operations)
+    assert _working_keys(back, uid) == _working_keys(settled, uid)

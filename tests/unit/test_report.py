@@ -50,15 +50,17 @@ def test_text_plan_is_grouped_and_names_people() -> None:
     assert any(ln.startswith('  ~ update team: team_alias: "old-name" -> "research"; '
                              "max_budget: 10.0 -> 50.0; metadata: ") for ln in lines)
     assert "  + add member carol as user" in lines
-    assert "  - remove member bob@x (departed)" in lines
-    assert any("delete key ...beef of bob@x, team research (/llm/research)" in ln for ln in lines)
+    # a departure is reversible: memberships and keys stay, keys are blocked
+    assert not any("remove member" in ln for ln in lines)
+    assert any("block user bob@x: scim_active false" in ln for ln in lines)
+    assert any("block key ...beef of bob@x, team research (/llm/research)" in ln for ln in lines)
     assert any("block key bob-laptop of bob@x, personal key" in ln for ln in lines)
     assert TOKEN not in text and "b" * 64 not in text
 
 
 def test_json_plan_has_no_key_material_and_shows_held_back() -> None:
     desired, actual = scenario()
-    plan = make_plan(desired, actual, Policy(now=NOW, max_destructive_ops=0))
+    plan = make_plan(desired, actual, Policy(now=NOW, max_blocked=0))
     doc = plan_json(plan, Names.from_states(desired, actual))
     dumped = json.dumps(doc)
     assert TOKEN not in dumped and "b" * 64 not in dumped
