@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--licensed", action="store_true", help="act as an enterprise-licensed proxy"
     )
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        help="a fake model served on /v1/models and /chat/completions (repeatable)",
+    )
     faults = parser.add_argument_group("faults (one rule; see also PUT /_emulator/faults)")
     faults.add_argument("--latency-ms", type=float, default=0.0)
     faults.add_argument("--jitter-ms", type=float, default=0.0)
@@ -83,6 +89,7 @@ def settings_from_args(args: argparse.Namespace) -> EmulatorSettings:
         delete_keys_on_member_delete=not args.keep_keys_on_member_delete,
         licensed=args.licensed,
         faults=config,
+        **({"models": tuple(args.model)} if args.model else {}),
     )
 
 

@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
-from devtools.litellm_emulator import keys, teams, users
+from devtools.litellm_emulator import keys, llm, teams, users
 from devtools.litellm_emulator.auth import check_key
 from devtools.litellm_emulator.core import (
     LITELLM_VERSION,
@@ -69,6 +69,7 @@ def create_app(settings: EmulatorSettings | None = None) -> FastAPI:
     app.include_router(teams.router)
     app.include_router(users.router)
     app.include_router(keys.router)
+    app.include_router(llm.router)
     _add_admin_routes(app)
     app.add_middleware(
         EmulatorMiddleware,

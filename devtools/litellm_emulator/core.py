@@ -30,7 +30,12 @@ from litellm.proxy._types import (
 from litellm.proxy.common_utils.timezone_utils import budget_duration_error, get_budget_reset_time
 from pydantic import BaseModel
 
-from devtools.litellm_emulator.auth import check_management_caller, extract_api_key
+from devtools.litellm_emulator.auth import (
+    Caller,
+    extract_api_key,
+    resolve_caller,
+    route_check,
+)
 from devtools.litellm_emulator.errors import EmulatorHTTPError, openai_error, proxy_error
 from devtools.litellm_emulator.faults import Counters, FaultConfig, FaultInjector, WriteRecord
 from devtools.litellm_emulator.state import AuditEntry, State, utcnow
@@ -46,6 +51,10 @@ PREMIUM_METADATA_FIELDS: tuple[str, ...] = tuple(LiteLLM_ManagementEndpoint_Meta
 NOT_PREMIUM = CommonProxyErrors.not_premium_user.value
 
 
+DEFAULT_MODELS: tuple[str, ...] = ("fake-gpt-4o-mini", "fake-claude-haiku")
+"""The fake models the emulator serves on ``/v1/models`` and ``/chat/completions``."""
+
+
 @dataclass
 class EmulatorSettings:
     """Start-up configuration; the three behaviour flags can also change at run time.
@@ -57,6 +66,8 @@ class EmulatorSettings:
       behaviour that left them working.
     * ``licensed``: an enterprise licence, which lifts the "premium feature"
       refusals (team admins on member_add/member_update, tags, guardrails...).
+    * ``models``: the proxy's ``model_list`` (start-up only): fake models that
+      answer a canned completion.
     """
 
     master_key: str = "sk-emulator-master-key"
@@ -64,6 +75,7 @@ class EmulatorSettings:
     delete_keys_on_member_delete: bool = True
     licensed: bool = False
     faults: FaultConfig = field(default_factory=FaultConfig)
+    models: tuple[str, ...] = DEFAULT_MODELS
 
     def behaviour(self) -> dict[str, bool]:
         return {
@@ -111,16 +123,59 @@ def get_emulator(request: Request) -> Emulator:
     return emulator
 
 
-def require_master_key(request: Request) -> None:
-    """FastAPI dependency guarding every management and admin route."""
+def _raise_for(verdict: Any) -> None:
+    raise proxy_error(
+        verdict.status, verdict.reason, verdict.error_type or "auth_error", verdict.param
+    )
+
+
+def authenticate(request: Request, *, model: str | None = None) -> Caller:
+    """``user_api_key_auth`` for one request: the caller, or the proxy's refusal (E3)."""
     emulator = get_emulator(request)
     api_key = extract_api_key(
         request.headers.get("x-litellm-api-key"), request.headers.get("authorization")
     )
-    verdict = check_management_caller(emulator.state, emulator.settings.master_key, api_key)
-    if not verdict.allowed:
+    verdict, caller = resolve_caller(
+        emulator.state, emulator.settings.master_key, api_key, model=model
+    )
+    if not verdict.allowed or caller is None:
+        _raise_for(verdict)
+    assert caller is not None
+    request.state.caller = caller
+    return caller
+
+
+def require_caller(request: Request) -> None:
+    """FastAPI dependency of every emulated management route: key auth, then route checks.
+
+    The route is the matched template (``/team/{team_id}``), as the proxy checks it.
+    """
+    caller = authenticate(request)
+    route = getattr(request.scope.get("route"), "path", request.url.path)
+    refusal = route_check(caller, route)
+    if refusal is not None:
+        _raise_for(refusal)
+
+
+def current_caller(request: Request) -> Caller:
+    """The caller ``require_caller`` resolved for this request."""
+    caller: Caller = request.state.caller
+    return caller
+
+
+def require_master_key(request: Request) -> None:
+    """FastAPI dependency of the ``/_emulator/`` admin routes: the master key only.
+
+    A valid virtual key (even a proxy admin's) is refused: these routes are the
+    emulator's, not LiteLLM's, and tests rely on them being unreachable otherwise.
+    """
+    caller = authenticate(request)
+    if not caller.is_master:
         raise proxy_error(
-            verdict.status, verdict.reason, verdict.error_type or "auth_error", verdict.param
+            401,
+            "Authentication Error, the litellm-emulator admin routes need the master key.",
+            "auth_error",
+            None,
         )
 
 

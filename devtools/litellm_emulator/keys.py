@@ -46,16 +46,17 @@ from devtools.litellm_emulator.core import (
     changed_by,
     check_budget_duration,
     check_non_negative,
+    current_caller,
     dump,
     get_emulator,
     key_model,
     move_metadata_fields,
-    require_master_key,
+    require_caller,
 )
 from devtools.litellm_emulator.errors import openai_error, proxy_error
 from devtools.litellm_emulator.state import ADMIN_USER_ID, UI_TEAM_ID, KeyRow, utcnow
 
-router = APIRouter(dependencies=[Depends(require_master_key)])
+router = APIRouter(dependencies=[Depends(require_caller)])
 
 EmulatorDep = Annotated[Emulator, Depends(get_emulator)]
 
@@ -195,7 +196,7 @@ async def generate_key_fn(data: GenerateKeyRequest, request: Request, emulator: 
                 max_budget=data.max_budget,
                 duration=data.duration,
                 blocked=data.blocked,
-                created_by=ADMIN_USER_ID,
+                created_by=current_caller(request).user_id,
                 extra=extra,
             )
             row.budget_duration = data.budget_duration
@@ -359,16 +360,37 @@ def key_status(row: KeyRow, now: datetime) -> str:
 
 
 @router.get("/key/info")
-async def info_key_fn(emulator: EmulatorDep, key: str | None = Query(default=None)) -> Any:
+async def info_key_fn(
+    request: Request, emulator: EmulatorDep, key: str | None = Query(default=None)
+) -> Any:
     """``key_management_endpoints.py::info_key_fn``; status: active/expired/revoked/deleted.
 
-    Without ``key`` the real proxy looks up the caller's own key; for the
-    master key that is its alias, which is never found (404).
+    Without ``key`` the proxy looks up the caller's own key
+    (``user_api_key_dict.api_key``): for a virtual key its hash (so the answer's
+    ``key`` is the hash, never the secret), for the master key the alias
+    ``litellm_proxy_master_key``, which is never found (404 E3). Someone else's
+    key needs a proxy admin or the key's own user (``_can_user_query_key_info``;
+    team-admin access is not modelled): otherwise 403 E1.
     """
-    lookup = key or "litellm_proxy_master_key"
+    caller = current_caller(request)
+    lookup = key or caller.api_key
     token = hash_token_if_needed(lookup)
     with emulator.state.lock:
         live = emulator.state.keys.get(token)
+        row = live if live is not None else getattr(
+            emulator.state.find_deleted_key(token), "key", None
+        )
+        if (
+            row is not None
+            and not caller.is_proxy_admin
+            and caller.api_key != token
+            and not (row.user_id and row.user_id == caller.user_id)
+        ):
+            raise openai_error(
+                403,
+                "You are not allowed to access this key's info. "
+                f"Your role={caller.user_role or 'internal_user'}",
+            )
         if live is not None:
             info = dump(key_model(live.to_row()))
             info.pop("token", None)

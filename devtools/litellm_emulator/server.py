@@ -271,6 +271,8 @@ _WARM_UP_CALLS: tuple[tuple[str, str, dict[str, object] | None], ...] = (
     ("POST", "/key/delete", {"keys": ["sk-warm-up-key-00000"]}),
     ("POST", "/team/block", {"team_id": "warm-up"}),
     ("POST", "/team/unblock", {"team_id": "warm-up"}),
+    ("GET", "/v1/models", None),
+    ("POST", "/chat/completions", {"model": "warm-up", "messages": []}),
     ("POST", "/user/delete", {"user_ids": ["warm-up-user"]}),
     ("POST", "/team/delete", {"team_ids": ["warm-up"]}),
 )

@@ -49,11 +49,12 @@ from devtools.litellm_emulator.core import (
     changed_by,
     check_budget_duration,
     check_non_negative,
+    current_caller,
     dump,
     get_emulator,
     key_model,
     move_metadata_fields,
-    require_master_key,
+    require_caller,
     team_model,
 )
 from devtools.litellm_emulator.errors import detail_error, proxy_error
@@ -67,7 +68,7 @@ from devtools.litellm_emulator.state import (
     utcnow,
 )
 
-router = APIRouter(dependencies=[Depends(require_master_key)])
+router = APIRouter(dependencies=[Depends(require_caller)])
 
 EmulatorDep = Annotated[Emulator, Depends(get_emulator)]
 
@@ -199,12 +200,64 @@ def _team_keys(emulator: Emulator, team_id: str) -> list[dict[str, Any]]:
     ]
 
 
+def require_team_admin(request: Request, team: TeamRow, route: str) -> None:
+    """``get_team_access().allows(..., TEAM_OR_ORG_ADMIN)``: proxy admin or team admin.
+
+    Refusal is a 403 E2 ``{"detail": {"error": "Call not allowed. ..."}}`` as in
+    ``_validate_team_member_add_permissions`` and ``team_member_delete``.
+    Organisations are not modelled, so there are no org admins.
+    """
+    caller = current_caller(request)
+    if caller.is_proxy_admin:
+        return
+    if any(
+        m.get("user_id") == caller.user_id and m.get("role") == "admin"
+        for m in team.members_with_roles
+    ):
+        return
+    raise detail_error(
+        403,
+        {
+            "error": "Call not allowed. User not proxy admin OR team admin. "
+            f"route={route}, team_id={team.team_id}"
+        },
+    )
+
+
+def own_teams_only(request: Request, user_id: str | None) -> str | None:
+    """``_authorize_and_filter_teams``: a non-admin may list only their own teams.
+
+    Another ``user_id`` is a 401 E2; no ``user_id`` means the caller's own.
+    """
+    caller = current_caller(request)
+    if caller.is_proxy_admin:
+        return user_id
+    if user_id is not None and user_id != caller.user_id:
+        raise detail_error(
+            401,
+            {
+                "error": "Only admin users can query all teams/other teams. "
+                f"Your user role={caller.user_role or 'internal_user'}"
+            },
+        )
+    return caller.user_id or ""
+
+
 # -- /team/new -----------------------------------------------------------------
 
 
 @router.post("/team/new", response_model=LiteLLM_TeamTable)
-async def new_team(data: NewTeamRequest, emulator: EmulatorDep) -> dict[str, Any]:
-    """``team_endpoints.py::new_team`` (E1 errors)."""
+async def new_team(
+    data: NewTeamRequest, request: Request, emulator: EmulatorDep
+) -> dict[str, Any]:
+    """``team_endpoints.py::new_team`` (E1 errors).
+
+    The caller is appended as team ``admin`` (``_should_auto_add_team_creator``):
+    always for a non-admin caller with a user, and for a proxy admin (the master
+    key's ``default_user_id``, or a proxy-admin key's own user) unless
+    ``disable_auto_add_proxy_admin_to_teams``.
+    """
+    caller = current_caller(request)
     try:
         check_non_negative("max_budget", data.max_budget)
         check_non_negative("team_member_budget", data.team_member_budget)
@@ -249,10 +302,12 @@ async def new_team(data: NewTeamRequest, emulator: EmulatorDep) -> dict[str, Any
                     400, f"Organization not found for organization_id={data.organization_id}"
                 )
             members = list(data.members_with_roles)
-            if emulator.settings.auto_add_proxy_admin and not any(
-                m.user_id == ADMIN_USER_ID for m in members
-            ):
-                members.append(Member(role="admin", user_id=ADMIN_USER_ID))
+            creator = caller.user_id
+            auto_add = creator is not None and (
+                not caller.is_proxy_admin or emulator.settings.auto_add_proxy_admin
+            )
+            if auto_add and not any(m.user_id == creator for m in members):
+                members.append(Member(role="admin", user_id=creator))
             values = data.model_dump(exclude={"members_with_roles", "team_id"})
             metadata: dict[str, Any] = dict(values.pop("metadata", None) or {})
             metadata.pop("team_member_budget_id", None)
@@ -348,10 +403,25 @@ def _apply_team_update(emulator: Emulator, data: UpdateTeamRequest) -> TeamRow:
 
 
 @router.post("/team/update")
-async def update_team(data: UpdateTeamRequest, emulator: EmulatorDep) -> dict[str, Any]:
-    """``team_endpoints.py::update_team`` (E1 errors): answers ``{"team_id", "data": row}``."""
+async def update_team(
+    data: UpdateTeamRequest, request: Request, emulator: EmulatorDep
+) -> dict[str, Any]:
+    """``team_endpoints.py::update_team`` (E1 errors): answers ``{"team_id", "data": row}``.
+
+    A caller who is neither proxy admin nor team admin gets 403 "You do not have
+    access to this team" (``management/teams/authz.py::team_access_denied``), for
+    an unknown team too. Which fields a team admin may edit is not modelled.
+    """
     try:
         with emulator.state.lock:
+            caller = current_caller(request)
+            if not caller.is_proxy_admin:
+                existing = emulator.state.teams.get(data.team_id)
+                if existing is None or not any(
+                    m.get("user_id") == caller.user_id and m.get("role") == "admin"
+                    for m in existing.members_with_roles
+                ):
+                    raise HTTPDetail(403, "You do not have access to this team")
             team = _apply_team_update(emulator, data)
             return {"team_id": team.team_id, "data": _team_response(team)}
     except HTTPDetail as exc:
@@ -459,11 +529,13 @@ def team_list_objects(emulator: Emulator, user_id: str | None) -> list[TeamListR
 
 @router.get("/team/list")
 async def list_team(
+    request: Request,
     emulator: EmulatorDep,
     user_id: str | None = Query(default=None),
     organization_id: str | None = None,
 ) -> Any:
     """``team_endpoints.py::list_team``: every team, unpaginated (E2 errors)."""
+    user_id = own_teams_only(request, user_id)
     with emulator.state.lock:
         rows = team_list_objects(emulator, user_id)
     if organization_id is not None:
@@ -488,6 +560,7 @@ _V2_SORT_COLUMNS = (
 
 @router.get("/v2/team/list", response_model=TeamListResponse)
 async def list_team_v2(
+    request: Request,
     emulator: EmulatorDep,
     user_id: str | None = Query(default=None),
     organization_id: str | None = Query(default=None),
@@ -511,6 +584,7 @@ async def list_team_v2(
         raise detail_error(
             400, {"error": "Invalid status value. Currently only 'deleted' is supported."}
         )
+    user_id = own_teams_only(request, user_id)
     with emulator.state.lock:
         state = emulator.state
         if status == "deleted":
@@ -613,7 +687,9 @@ async def list_team_v2(
 
 
 @router.post("/team/member_add", response_model=TeamAddMemberResponse)
-async def team_member_add(data: TeamMemberAddRequest, emulator: EmulatorDep) -> Any:
+async def team_member_add(
+    data: TeamMemberAddRequest, request: Request, emulator: EmulatorDep
+) -> Any:
     """``team_endpoints.py::team_member_add`` (E2 errors; E3 for duplicates).
 
     Order of checks is the real one: the licence check on role ``admin`` runs
@@ -649,6 +725,7 @@ async def team_member_add(data: TeamMemberAddRequest, emulator: EmulatorDep) -> 
                     "Create team via `/team/new` call."
                 },
             )
+        require_team_admin(request, team, "/team/member_add")
         duplicates = [
             m for m in members if m.user_id is not None and m.user_id in team.member_user_ids()
         ]
@@ -739,7 +816,9 @@ def _validate_and_populate_member(emulator: Emulator, member: Member) -> None:
 
 
 @router.post("/team/member_delete")
-async def team_member_delete(data: TeamMemberDeleteRequest, emulator: EmulatorDep) -> Any:
+async def team_member_delete(
+    data: TeamMemberDeleteRequest, request: Request, emulator: EmulatorDep
+) -> Any:
     """``team_endpoints.py::_team_member_delete`` (E2 errors).
 
     Removes the roster entry, the team from ``user.teams``, the membership row
@@ -751,6 +830,7 @@ async def team_member_delete(data: TeamMemberDeleteRequest, emulator: EmulatorDe
         team = state.teams.get(data.team_id)
         if team is None:
             raise detail_error(400, {"error": f"Team id={data.team_id} does not exist in db"})
+        require_team_admin(request, team, "/team/member_delete")
 
         def addressed(m: dict[str, Any]) -> bool:
             return (data.user_id is not None and m.get("user_id") == data.user_id) or (
@@ -788,7 +868,9 @@ async def team_member_delete(data: TeamMemberDeleteRequest, emulator: EmulatorDe
 
 
 @router.post("/team/member_update", response_model=TeamMemberUpdateResponse)
-async def team_member_update(data: TeamMemberUpdateRequest, emulator: EmulatorDep) -> Any:
+async def team_member_update(
+    data: TeamMemberUpdateRequest, request: Request, emulator: EmulatorDep
+) -> Any:
     """``team_endpoints.py::team_member_update`` (E2; licence refusal detail is a bare string).
 
     Per-member budget fields are kept on the membership row when there is one;
@@ -805,6 +887,8 @@ async def team_member_update(data: TeamMemberUpdateRequest, emulator: EmulatorDe
         team = state.teams.get(data.team_id)
         if team is None:
             raise detail_error(400, {"error": f"Team id={data.team_id} does not exist in db"})
+        # the real refusal names /team/member_delete here (copied code in 1.110.2)
+        require_team_admin(request, team, "/team/member_delete")
         received_user_id = data.user_id
         if received_user_id is None and data.user_email is not None:
             received_user_id = next(

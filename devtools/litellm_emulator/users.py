@@ -37,18 +37,19 @@ from devtools.litellm_emulator.core import (
     budget_reset_at,
     changed_by,
     check_budget_duration,
+    current_caller,
     dump,
     get_emulator,
     key_model,
-    require_master_key,
+    require_caller,
     user_model,
 )
-from devtools.litellm_emulator.errors import detail_error
+from devtools.litellm_emulator.errors import detail_error, proxy_error
 from devtools.litellm_emulator.keys import mint_key
 from devtools.litellm_emulator.state import ADMIN_USER_ID, UI_TEAM_ID, UserRow, utcnow
 from devtools.litellm_emulator.teams import add_members, team_list_objects
 
-router = APIRouter(dependencies=[Depends(require_master_key)])
+router = APIRouter(dependencies=[Depends(require_caller)])
 
 EmulatorDep = Annotated[Emulator, Depends(get_emulator)]
 
@@ -203,13 +204,28 @@ def _user_info_keys(
 
 
 @router.get("/user/info", response_model=UserInfoResponse)
-async def user_info(emulator: EmulatorDep, user_id: str | None = Query(default=None)) -> Any:
+async def user_info(
+    request: Request, emulator: EmulatorDep, user_id: str | None = Query(default=None)
+) -> Any:
     """``internal_user_endpoints.py::user_info`` (E1 errors).
 
     ``teams`` is the union of the teams whose roster names the user and the
     ids in ``user.teams``. Without ``user_id`` the master key gets the admin
-    view: every team and key (``_get_user_info_for_proxy_admin``).
+    view: every team and key (``_get_user_info_for_proxy_admin``); any other
+    caller without ``user_id`` gets their own. A non-admin asking for another
+    user is refused by the route check (403, E3 ``auth_error``).
     """
+    caller = current_caller(request)
+    if not caller.is_proxy_admin:
+        if user_id and user_id != caller.user_id:
+            raise proxy_error(
+                403,
+                f"key not allowed to access this user's info. user_id={user_id}, "
+                f"key's user_id={caller.user_id}",
+                "auth_error",
+                None,
+            )
+        user_id = caller.user_id or ""
     with emulator.state.lock:
         state = emulator.state
         if user_id is None:
@@ -263,6 +279,7 @@ _USER_SORT_COLUMNS = (
 
 @router.get("/user/list", response_model=UserListResponse)
 async def get_users(
+    request: Request,
     emulator: EmulatorDep,
     role: str | None = Query(default=None),
     user_ids: str | None = Query(default=None),
@@ -281,7 +298,13 @@ async def get_users(
     *substring* match (``alice`` also finds ``malice``); only a
     comma-separated list of two or more is an exact ``in`` match.
     Default order is ``created_at`` descending; page_size > 100 is a 422.
+    Only proxy admins may list (``_scope_organization_ids_for_caller``: org
+    admins are not modelled): anyone else gets 403 E2.
     """
+    if not current_caller(request).is_proxy_admin:
+        raise detail_error(
+            403, {"error": "Only proxy admins and organization admins can list users."}
+        )
     if sort_by is not None:
         if sort_by not in (*_USER_SORT_COLUMNS, "status", "key_count"):
             valid = ", ".join((*_USER_SORT_COLUMNS, "status", "key_count"))

@@ -91,11 +91,15 @@ def test_non_sk_key_is_rejected_as_not_virtual_key(emulator: EmulatorAdmin) -> N
     )
 
 
-def test_a_valid_virtual_key_is_not_a_management_caller(emulator: EmulatorAdmin) -> None:
+def test_a_key_without_a_user_is_not_a_team_administrator(emulator: EmulatorAdmin) -> None:
+    """No owner row: ``_raise_admin_only_route_exception`` says role and user_id "unknown"."""
     key = emulator.generate_key()["key"]
-    response = httpx.get(f"{emulator.url}/team/list", headers={"Authorization": f"Bearer {key}"})
+    response = httpx.post(
+        f"{emulator.url}/team/new", json={}, headers={"Authorization": f"Bearer {key}"}
+    )
     assert response.status_code == 401
     assert _error(response)["type"] == "auth_error"
+    assert _error(response)["message"].endswith("Your role=unknown. Your user_id=unknown")
 
 
 @pytest.mark.parametrize(
