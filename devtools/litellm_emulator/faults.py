@@ -12,6 +12,14 @@ latency; the first rule whose dice roll fires decides the fault (drop, then
 429, then 5xx). One ``random.Random`` seeded from ``FaultConfig.seed`` makes
 the sequence reproducible for a given order of requests.
 
+A rule's ``phase`` says when it strikes. ``before`` (the default): the request
+never reaches the emulated API. ``after``: the API handles it (a write
+commits and is audited), and only then is the answer delayed, dropped or
+replaced, which is what a client sees when the proxy committed but the
+connection reset or the client's timeout fired first. Retried writes meet
+their own earlier success ("already exists"), and tests can prove syncd
+takes that as done.
+
 Admin endpoints (``/_emulator/...``) are never delayed, faulted or counted.
 """
 
@@ -56,6 +64,11 @@ class FaultRule(BaseModel):
     drop_rate: float = Field(default=0.0, ge=0, le=1)
     max_faults: int | None = Field(default=None, ge=0)
     """Stop injecting faults (latency still applies) after this many: "fail twice, then work"."""
+    phase: Literal["before", "after"] = "before"
+    """``before``: the fault replaces the request, which never reaches the API.
+    ``after``: the request is handled (a write commits and is audited), then its
+    latency delays the answer and its fault replaces it: the lost answer of a
+    proxy that committed before the connection reset or the client timed out."""
 
     @field_validator("method")
     @classmethod
@@ -97,11 +110,17 @@ FaultAction = Literal["drop", "rate_limit", "error"]
 
 @dataclass(frozen=True)
 class FaultDecision:
-    latency_s: float = 0.0
+    latency_s: float = 0.0  # before the request reaches the API
     action: FaultAction | None = None
     status: int = 200
     retry_after_s: int = 0
     rule_index: int | None = None
+    after_latency_s: float = 0.0  # after the API answered, before the answer is sent
+    after: bool = False  # the fault replaces the API's answer instead of the request
+
+    @property
+    def touches_answer(self) -> bool:
+        return self.after_latency_s > 0 or (self.action is not None and self.after)
 
 
 class FaultInjector:
@@ -130,15 +149,15 @@ class FaultInjector:
             return list(self._fired)
 
     def decide(self, method: str, path: str) -> FaultDecision:
-        latency_ms = 0.0
+        latency_ms = {"before": 0.0, "after": 0.0}
         with self._lock:
             chosen: tuple[FaultAction, int, FaultRule] | None = None
             for index, rule in enumerate(self._config.rules):
                 if not rule.matches(method, path):
                     continue
-                latency_ms += rule.latency_ms
+                latency_ms[rule.phase] += rule.latency_ms
                 if rule.jitter_ms:
-                    latency_ms += self._rng.uniform(0.0, rule.jitter_ms)
+                    latency_ms[rule.phase] += self._rng.uniform(0.0, rule.jitter_ms)
                 if chosen is not None:
                     continue
                 if rule.max_faults is not None and self._fired[index] >= rule.max_faults:
@@ -153,16 +172,19 @@ class FaultInjector:
                 if action is not None:
                     self._fired[index] += 1
                     chosen = (action, index, rule)
+        before, after = latency_ms["before"] / 1000.0, latency_ms["after"] / 1000.0
         if chosen is None:
-            return FaultDecision(latency_s=latency_ms / 1000.0)
+            return FaultDecision(latency_s=before, after_latency_s=after)
         action, index, rule = chosen
         status = {"drop": 0, "rate_limit": 429, "error": rule.error_status}[action]
         return FaultDecision(
-            latency_s=latency_ms / 1000.0,
+            latency_s=before,
             action=action,
             status=status,
             retry_after_s=rule.retry_after_s,
             rule_index=index,
+            after_latency_s=after,
+            after=rule.phase == "after",
         )
 
 
@@ -252,49 +274,19 @@ class EmulatorMiddleware:
         if decision.latency_s > 0:
             self.counters.count_fault("latency")
             await asyncio.sleep(decision.latency_s)
-        if decision.action == "drop":
-            self.counters.count_fault("dropped")
-            await self._drop(scope)
-            return
-        if decision.action == "rate_limit":
-            self.counters.count_fault("429")
-            await _send_json(
-                send,
-                429,
-                {
-                    "error": {
-                        "message": "Emulator injected rate limit. Retry after "
-                        f"{decision.retry_after_s}s.",
-                        "type": "rate_limit_error",
-                        "param": None,
-                        "code": "429",
-                    }
-                },
-                [(b"retry-after", str(decision.retry_after_s).encode())],
-            )
-            return
-        if decision.action == "error":
-            self.counters.count_fault(str(decision.status))
-            await _send_json(
-                send,
-                decision.status,
-                {
-                    "error": {
-                        "message": f"Emulator injected fault ({decision.status}).",
-                        "type": "internal_server_error",
-                        "param": None,
-                        "code": str(decision.status),
-                    }
-                },
-                [],
-            )
+        if decision.action is not None and not decision.after:
+            await self._inject(decision, scope, send)
             return
 
         status_holder: dict[str, int] = {}
+        held: list[Message] | None = [] if decision.touches_answer else None
 
         async def capture(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = int(message["status"])
+            if held is not None:  # an "after" fault: the answer waits, or never leaves
+                held.append(message)
+                return
             await send(message)
 
         try:
@@ -313,6 +305,58 @@ class EmulatorMiddleware:
                         changed_by=headers.get("litellm-changed-by"),
                     )
                 )
+        if held is None:
+            return
+        if decision.after_latency_s > 0:
+            self.counters.count_fault("latency_after")
+            await asyncio.sleep(decision.after_latency_s)
+        if decision.action is not None:
+            await self._inject(decision, scope, send, suffix="_after")
+            return
+        for message in held:
+            await send(message)
+
+    async def _inject(
+        self, decision: FaultDecision, scope: Scope, send: Send, suffix: str = ""
+    ) -> None:
+        """Answer with the decided fault instead of the API's answer (counted as
+        ``dropped``/``429``/``<status>``, with ``_after`` for the after phase)."""
+        if decision.action == "drop":
+            self.counters.count_fault("dropped" + suffix)
+            await self._drop(scope)
+            return
+        if decision.action == "rate_limit":
+            self.counters.count_fault("429" + suffix)
+            await _send_json(
+                send,
+                429,
+                {
+                    "error": {
+                        "message": "Emulator injected rate limit. Retry after "
+                        f"{decision.retry_after_s}s.",
+                        "type": "rate_limit_error",
+                        "param": None,
+                        "code": "429",
+                    }
+                },
+                [(b"retry-after", str(decision.retry_after_s).encode())],
+            )
+            return
+        if decision.action == "error":
+            self.counters.count_fault(str(decision.status) + suffix)
+            await _send_json(
+                send,
+                decision.status,
+                {
+                    "error": {
+                        "message": f"Emulator injected fault ({decision.status}).",
+                        "type": "internal_server_error",
+                        "param": None,
+                        "code": str(decision.status),
+                    }
+                },
+                [],
+            )
 
     async def _drop(self, scope: Scope) -> None:
         """Close the socket without writing a byte, as a crashed proxy or LB would.

@@ -39,6 +39,67 @@ def test_dropped_connection(api: httpx.Client, emulator: EmulatorAdmin) -> None:
     assert api.post("/team/new", json={"team_id": "t1"}).status_code == 200
 
 
+def test_drop_after_commits_the_write_and_loses_the_answer(
+    api: httpx.Client, emulator: EmulatorAdmin
+) -> None:
+    """phase "after": the handler runs (the team exists, the write is audited with
+    its real status), then the socket is aborted; the retry meets "already exists"
+    exactly as against litellm 1.110.2 (team_endpoints.py::new_team)."""
+    emulator.set_faults([{"path": "/team/new", "drop_rate": 1.0, "phase": "after",
+                          "max_faults": 1}])
+    with pytest.raises(httpx.RemoteProtocolError):
+        api.post("/team/new", json={"team_id": "t1", "team_alias": "one"})
+    assert [t["team_id"] for t in emulator.state()["teams"]] == ["t1"]
+    assert [(w["path"], w["status"]) for w in emulator.audit()] == [("/team/new", 200)]
+    assert emulator.counters()["faults"] == {"dropped_after": 1}
+    retry = api.post("/team/new", json={"team_id": "t1", "team_alias": "one"})
+    assert retry.status_code == 400
+    assert retry.json()["error"]["message"] == (
+        "{'error': 'Team id = t1 already exists. Please use a different team id.'}"
+    )
+
+
+def test_user_new_drop_after_then_retry_is_409(api: httpx.Client, emulator: EmulatorAdmin) -> None:
+    emulator.set_faults([{"path": "/user/new", "drop_rate": 1.0, "phase": "after",
+                          "max_faults": 1}])
+    with pytest.raises(httpx.RemoteProtocolError):
+        api.post("/user/new", json={"user_id": "alice", "auto_create_key": False})
+    retry = api.post("/user/new", json={"user_id": "alice", "auto_create_key": False})
+    assert retry.status_code == 409  # internal_user_endpoints.py::_check_duplicate_user_field
+    assert retry.json()["error"]["message"] == "{'error': 'User with id alice already exists'}"
+    assert api.get("/user/info", params={"user_id": "alice"}).status_code == 200
+
+
+def test_answer_delayed_past_the_client_timeout_after_commit(emulator: EmulatorAdmin) -> None:
+    emulator.set_faults([{"path": "/team/new", "latency_ms": 1500, "phase": "after"}])
+    with emulator.client(timeout=0.3) as client, pytest.raises(httpx.ReadTimeout):
+        client.post("/team/new", json={"team_id": "t1"})
+    # Committed before the answer was due: visible at once, although unanswered.
+    assert [t["team_id"] for t in emulator.state()["teams"]] == ["t1"]
+    time.sleep(1.4)
+    assert emulator.counters()["faults"] == {"latency_after": 1}
+
+
+def test_error_after_replaces_a_committed_answer(
+    api: httpx.Client, emulator: EmulatorAdmin
+) -> None:
+    """A gateway 502 in front of a proxy that did the work."""
+    emulator.set_faults([{"path": "/team/new", "error_rate": 1.0, "error_status": 502,
+                          "phase": "after"}])
+    assert api.post("/team/new", json={"team_id": "t1"}).status_code == 502
+    assert [t["team_id"] for t in emulator.state()["teams"]] == ["t1"]
+    assert emulator.counters()["faults"] == {"502_after": 1}
+
+
+def test_after_phase_latency_alone_still_answers(
+    api: httpx.Client, emulator: EmulatorAdmin
+) -> None:
+    emulator.set_faults([{"path": "/team/new", "latency_ms": 200, "phase": "after"}])
+    started = time.monotonic()
+    assert api.post("/team/new", json={"team_id": "t1"}).status_code == 200
+    assert time.monotonic() - started >= 0.2
+
+
 def test_method_scope(api: httpx.Client, emulator: EmulatorAdmin) -> None:
     emulator.set_faults([{"path": "/team/*", "method": "post", "error_rate": 1.0}])
     assert api.get("/team/list").status_code == 200
