@@ -9,7 +9,7 @@ fault instead of passing it to the emulated API.
 Decisions come from an ordered list of ``FaultRule`` s, each scoped to a path
 pattern (glob or regex) and optionally a method. Every matching rule adds its
 latency; the first rule whose dice roll fires decides the fault (drop, then
-429, then 5xx). One ``random.Random`` seeded from ``FaultConfig.seed`` makes
+429, then 5xx, then a stall). One ``random.Random`` seeded from ``FaultConfig.seed`` makes
 the sequence reproducible for a given order of requests.
 
 A rule's ``phase`` says when it strikes. ``before`` (the default): the request
@@ -62,6 +62,12 @@ class FaultRule(BaseModel):
     rate_limit_rate: float = Field(default=0.0, ge=0, le=1)
     retry_after_s: int = Field(default=1, ge=0)
     drop_rate: float = Field(default=0.0, ge=0, le=1)
+    stall_rate: float = Field(default=0.0, ge=0, le=1)
+    stall_ms: float = Field(default=30_000.0, ge=0)
+    """A stall holds the request (phase before) or its answer (phase after) for
+    ``stall_ms``, then carries on: unlike latency it is a fault, rolled per
+    request and limited by ``max_faults``, so "the first answer comes after the
+    client's timeout, the retry is quick" can be set up."""
     max_faults: int | None = Field(default=None, ge=0)
     """Stop injecting faults (latency still applies) after this many: "fail twice, then work"."""
     phase: Literal["before", "after"] = "before"
@@ -105,7 +111,7 @@ class FaultConfig(BaseModel):
         return rules
 
 
-FaultAction = Literal["drop", "rate_limit", "error"]
+FaultAction = Literal["drop", "rate_limit", "error", "stall"]
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,7 @@ class FaultDecision:
     rule_index: int | None = None
     after_latency_s: float = 0.0  # after the API answered, before the answer is sent
     after: bool = False  # the fault replaces the API's answer instead of the request
+    stall_s: float = 0.0
 
     @property
     def touches_answer(self) -> bool:
@@ -169,6 +176,8 @@ class FaultInjector:
                     action = "rate_limit"
                 elif rule.error_rate and self._rng.random() < rule.error_rate:
                     action = "error"
+                elif rule.stall_rate and self._rng.random() < rule.stall_rate:
+                    action = "stall"
                 if action is not None:
                     self._fired[index] += 1
                     chosen = (action, index, rule)
@@ -176,7 +185,7 @@ class FaultInjector:
         if chosen is None:
             return FaultDecision(latency_s=before, after_latency_s=after)
         action, index, rule = chosen
-        status = {"drop": 0, "rate_limit": 429, "error": rule.error_status}[action]
+        status = {"drop": 0, "rate_limit": 429, "error": rule.error_status, "stall": 200}[action]
         return FaultDecision(
             latency_s=before,
             action=action,
@@ -185,6 +194,7 @@ class FaultInjector:
             rule_index=index,
             after_latency_s=after,
             after=rule.phase == "after",
+            stall_s=rule.stall_ms / 1000.0,
         )
 
 
@@ -274,7 +284,10 @@ class EmulatorMiddleware:
         if decision.latency_s > 0:
             self.counters.count_fault("latency")
             await asyncio.sleep(decision.latency_s)
-        if decision.action is not None and not decision.after:
+        if decision.action == "stall" and not decision.after:
+            self.counters.count_fault("stalled")
+            await asyncio.sleep(decision.stall_s)  # then the request goes on, late
+        elif decision.action is not None and not decision.after:
             await self._inject(decision, scope, send)
             return
 
@@ -310,7 +323,10 @@ class EmulatorMiddleware:
         if decision.after_latency_s > 0:
             self.counters.count_fault("latency_after")
             await asyncio.sleep(decision.after_latency_s)
-        if decision.action is not None:
+        if decision.action == "stall":
+            self.counters.count_fault("stalled_after")
+            await asyncio.sleep(decision.stall_s)  # then the answer goes out, late
+        elif decision.action is not None:
             await self._inject(decision, scope, send, suffix="_after")
             return
         for message in held:

@@ -70,11 +70,34 @@ def test_user_new_drop_after_then_retry_is_409(api: httpx.Client, emulator: Emul
     assert api.get("/user/info", params={"user_id": "alice"}).status_code == 200
 
 
-def test_answer_delayed_past_the_client_timeout_after_commit(emulator: EmulatorAdmin) -> None:
+def test_answer_stalled_past_the_client_timeout_after_commit(emulator: EmulatorAdmin) -> None:
+    """A stall is a fault (limited by max_faults): the first answer comes too late,
+    the retry is answered at once."""
+    emulator.set_faults([{"path": "/team/new", "stall_rate": 1.0, "stall_ms": 1500,
+                          "phase": "after", "max_faults": 1}])
+    with emulator.client(timeout=0.3) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            client.post("/team/new", json={"team_id": "t1"})
+        # Committed before the answer was due: visible at once, although unanswered.
+        assert [t["team_id"] for t in emulator.state()["teams"]] == ["t1"]
+        started = time.monotonic()
+        assert client.post("/team/new", json={"team_id": "t1"}).status_code == 400
+        assert time.monotonic() - started < 0.3
+    assert emulator.counters()["faults"] == {"stalled_after": 1}
+
+
+def test_stall_before_reaches_the_api_late(api: httpx.Client, emulator: EmulatorAdmin) -> None:
+    emulator.set_faults([{"path": "/team/new", "stall_rate": 1.0, "stall_ms": 200}])
+    started = time.monotonic()
+    assert api.post("/team/new", json={"team_id": "t1"}).status_code == 200
+    assert time.monotonic() - started >= 0.2
+    assert emulator.counters()["faults"] == {"stalled": 1}
+
+
+def test_latency_after_delays_every_answer(emulator: EmulatorAdmin) -> None:
     emulator.set_faults([{"path": "/team/new", "latency_ms": 1500, "phase": "after"}])
     with emulator.client(timeout=0.3) as client, pytest.raises(httpx.ReadTimeout):
         client.post("/team/new", json={"team_id": "t1"})
-    # Committed before the answer was due: visible at once, although unanswered.
     assert [t["team_id"] for t in emulator.state()["teams"]] == ["t1"]
     time.sleep(1.4)
     assert emulator.counters()["faults"] == {"latency_after": 1}
