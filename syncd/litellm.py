@@ -11,13 +11,23 @@ merge (callers always send the whole dict). Every write carries
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
 
 from syncd.errors import TargetReadError, TargetWriteError
 from syncd.http import ApiClient, describe_transport_error, gather_or_cancel
-from syncd.model import MANAGED, Actual, Key, Role, Team, TeamSettings, User
+from syncd.model import (
+    DEFAULT_USER_ID,
+    MANAGED,
+    Actual,
+    Key,
+    Role,
+    Team,
+    TeamSettings,
+    User,
+)
 
 T = TypeVar("T")
 PREMIUM_HINT = "premium"  # LiteLLM: "Assigning team admins is a premium feature"
@@ -50,6 +60,25 @@ def error_type(response: httpx.Response) -> str:
         return ""
     err = body.get("error") if isinstance(body, dict) else None
     return str(err.get("type", "")) if isinstance(err, dict) else ""
+
+
+ADMIN_ROLE = "proxy_admin"
+DEPLOY_HINT = "create a proxy_admin service user and key as in docs/deploy.md"
+
+
+@dataclass(frozen=True)
+class KeyOwner:
+    """Who syncd's LiteLLM key acts as: the user LiteLLM attributes every write to.
+
+    LiteLLM adds this user as admin to every team the key creates, so the planner
+    must treat it like ``default_user_id`` (see ``Actual.service_user_id``).
+    """
+
+    user_id: str
+    role: str | None
+    master: bool
+    key_alias: str | None = None
+    expires: str | None = None
 
 
 async def _into(target: list[T], items: Awaitable[list[T]]) -> None:
@@ -108,6 +137,61 @@ class LiteLLMClient:
         for more, _ in rest:
             items.extend(more)
         return items
+
+    async def whoami(self) -> KeyOwner:
+        """Learn whose key syncd holds, and refuse one that cannot administer LiteLLM.
+
+        ``GET /key/info`` without ``key`` describes the caller's own key. The master
+        key is no database row (LiteLLM 1.110.2 looks up its alias
+        ``litellm_proxy_master_key``), so a 404 there means "master key": it acts as
+        the proxy admin ``default_user_id``. A virtual key's owner role comes from
+        ``/user/info``; anything but ``proxy_admin`` cannot create teams, users or
+        keys' blocks, and syncd refuses it before any write (exit 5).
+        """
+        path = "/key/info"
+        try:
+            response = await self.api.request("GET", path)
+        except httpx.TransportError as exc:
+            raise TargetReadError(
+                f"LiteLLM GET {path} failed: {describe_transport_error(exc)}"
+            ) from None
+        if response.status_code == 404 and error_type(response) == "not_found_error":
+            return KeyOwner(user_id=DEFAULT_USER_ID, role=ADMIN_ROLE, master=True)
+        if response.status_code != 200:
+            hint = " (check litellm.api_key)" if response.status_code in (401, 403) else ""
+            raise TargetReadError(
+                f"LiteLLM GET {path} failed: HTTP {response.status_code}: "
+                f"{error_text(response)}{hint}"
+            )
+        body = _json(response, path)
+        info = body.get("info") if isinstance(body, dict) else None
+        if not isinstance(info, dict):
+            raise TargetReadError(f"LiteLLM GET {path}: 'info' is not an object")
+        user_id = info.get("user_id")
+        alias = info.get("key_alias") if isinstance(info.get("key_alias"), str) else None
+        if not isinstance(user_id, str) or not user_id:
+            raise TargetReadError(
+                "litellm.api_key belongs to no LiteLLM user, so it cannot manage teams, "
+                f"users and keys; {DEPLOY_HINT}"
+            )
+        user = await self._get("/user/info", {"user_id": user_id})
+        row = user.get("user_info") if isinstance(user, dict) else None
+        role = row.get("user_role") if isinstance(row, dict) else None
+        if row is None:
+            raise TargetReadError(
+                f"litellm.api_key belongs to user {user_id}, who does not exist in LiteLLM; "
+                f"{DEPLOY_HINT}"
+            )
+        if role != ADMIN_ROLE:
+            raise TargetReadError(
+                f"litellm.api_key belongs to user {user_id} with role {role or 'none'}, "
+                f"which cannot manage teams, users and keys: role {ADMIN_ROLE} is missing; "
+                f"{DEPLOY_HINT}"
+            )
+        expires = info.get("expires") if isinstance(info.get("expires"), str) else None
+        return KeyOwner(
+            user_id=user_id, role=role, master=False, key_alias=alias, expires=expires
+        )
 
     async def read(self) -> Actual:
         team_rows: list[Team] = []
@@ -246,6 +330,13 @@ class LiteLLMClient:
 
 
 # --- parsing rows --------------------------------------------------------------
+
+
+def _json(response: httpx.Response, path: str) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise TargetReadError(f"LiteLLM GET {path} returned a body that is not JSON") from None
 
 
 def _req(row: Mapping[str, Any], key: str, what: str) -> str:

@@ -178,6 +178,9 @@ class Actual:
     teams: Mapping[str, Team]
     users: Mapping[str, User]
     keys: Mapping[str, Key]  # by token hash
+    # The LiteLLM user syncd's own key acts as (``default_user_id`` for the master
+    # key): LiteLLM adds it to every team syncd creates, so it is protected.
+    service_user_id: str | None = None
 
     @property
     def managed_teams(self) -> dict[str, Team]:

@@ -168,7 +168,9 @@ class _Planner:
 
     # -- protection -------------------------------------------------------
     def protected(self, user_id: str) -> bool:
-        if user_id == DEFAULT_USER_ID or user_id in self.policy.ignore_users:
+        if user_id in (DEFAULT_USER_ID, self.actual.service_user_id):
+            return True  # syncd's own identity, auto-added to every team it creates
+        if user_id in self.policy.ignore_users:
             return True
         user = self.actual.users.get(user_id)
         if user is None:

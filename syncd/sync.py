@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -190,13 +190,33 @@ async def _read_both(reader: KeycloakReader, target: LiteLLMClient) -> tuple[Des
     try:
         async with asyncio.TaskGroup() as group:
             desired_task = group.create_task(reader.read())
-            actual_task = group.create_task(target.read())
+            actual_task = group.create_task(_read_target(target))
     except ExceptionGroup as group_error:
         errors = group_error.exceptions
         # Report the Keycloak side first: it decides whether anything may be written.
         first = next((e for e in errors if isinstance(e, SourceReadError)), errors[0])
         raise first from None
     return desired_task.result(), actual_task.result()
+
+
+async def _read_target(target: LiteLLMClient) -> Actual:
+    """Who syncd's key acts as (refusing a key that cannot administer), then LiteLLM.
+
+    The key's own user is carried in ``Actual.service_user_id`` so the planner
+    never removes, blocks or counts it.
+    """
+    owner = await target.whoami()
+    log.info(
+        "litellm_identity", user_id=owner.user_id, role=owner.role, master_key=owner.master,
+        key_alias=owner.key_alias, expires=owner.expires,
+    )
+    if owner.master:
+        log.warning(
+            "litellm_master_key_in_use",
+            hint="run syncd on a dedicated proxy_admin key (docs/deploy.md)",
+        )
+    actual = await target.read()
+    return replace(actual, service_user_id=owner.user_id)
 
 
 def _stats(outcome: RunOutcome, counter: RequestCounter, duration: float) -> dict[str, Any]:
