@@ -16,6 +16,8 @@ from devtools.litellm_emulator.admin import EmulatorAdmin
 from tests.fixtures.keycloak import KeycloakRealm
 
 SYNCD = str(Path(sys.executable).with_name("syncd"))
+SERVICE_USER = "svc-syncd"
+"""The LiteLLM user of syncd's proxy_admin key (``Syncd(..., key="proxy_admin")``)."""
 
 
 @dataclass
@@ -30,10 +32,16 @@ class Result:
 
 
 class Syncd:
-    """syncd as a process, configured for one realm and the emulator."""
+    """syncd as a process, configured for one realm and the emulator.
+
+    ``key="master"`` runs on the master key; ``"proxy_admin"`` (or any other
+    LiteLLM role) first creates the user ``SERVICE_USER`` with that role and a
+    key for it through the emulator's API, as docs/deploy.md tells operators to.
+    The default comes from ``$SYNCD_TEST_LITELLM_KEY`` (``master`` if unset).
+    """
 
     def __init__(self, realm: KeycloakRealm, emulator: EmulatorAdmin, tmp: Path,
-                 **sections: dict[str, Any]) -> None:
+                 key: str | None = None, **sections: dict[str, Any]) -> None:
         self.realm, self.emulator, self.tmp = realm, emulator, tmp
         self.config: dict[str, Any] = {
             "keycloak": {"url": realm.url, "realm": realm.name, "client_id": realm.client_id},
@@ -44,9 +52,16 @@ class Syncd:
         }
         for name, values in sections.items():
             self.config.setdefault(name, {}).update(values)
+        # SYNCD_TEST_LITELLM_KEY=proxy_admin runs the whole suite on a proxy_admin key
+        key = key or os.environ.get("SYNCD_TEST_LITELLM_KEY", "master")
+        api_key = emulator.master_key
+        if key != "master":
+            emulator.create_user(SERVICE_USER, user_role=key)
+            api_key = emulator.generate_key(user_id=SERVICE_USER, key_alias="syncd")["key"]
+        self.api_key = api_key
         self.env = {
             "SYNCD_KEYCLOAK__CLIENT_SECRET": realm.client_secret,
-            "SYNCD_LITELLM__API_KEY": emulator.master_key,
+            "SYNCD_LITELLM__API_KEY": api_key,
         }
 
     def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Result:
@@ -73,7 +88,7 @@ def teams(emulator: EmulatorAdmin) -> dict[str, dict[str, Any]]:
 
 def members(team: dict[str, Any]) -> dict[str, str]:
     return {m["user_id"]: m["role"] for m in team["members_with_roles"]
-            if m.get("user_id") and m["user_id"] != "default_user_id"}
+            if m.get("user_id") and m["user_id"] not in ("default_user_id", SERVICE_USER)}
 
 
 def users(emulator: EmulatorAdmin) -> dict[str, dict[str, Any]]:
