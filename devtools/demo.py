@@ -3,8 +3,15 @@
 Starts Keycloak (the Maven Central distribution, cached outside the repo) with
 the sample realm from config/demo-realm.json, starts the emulator, then runs
 ``syncd --once --dry-run``, a real ``syncd --once``, shows the resulting
-teams, and runs syncd once more to show that nothing is left to change. The
-configuration it used stays in .demo/syncd.yaml for further experiments.
+teams, and runs syncd once more to show that nothing is left to change.
+
+syncd runs on the key of a dedicated ``proxy_admin`` service user, created
+through the emulator's LiteLLM API with the master key exactly as
+docs/deploy.md tells operators to, not on the master key. The demo ends by
+cutting access through a real route: a member's key answers on
+``/chat/completions``, the member leaves their Keycloak group, the next sync
+runs, and the same call is refused. The configuration it used stays in
+.demo/syncd.yaml for further experiments.
 """
 
 from __future__ import annotations
@@ -15,13 +22,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from devtools.keycloak_local import KeycloakServer, create_realm, free_port
+from devtools.keycloak_local import AdminClient, KeycloakServer, create_realm, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 MASTER_KEY = "sk-demo-master-key"
+SERVICE_USER = "svc-syncd"
+MEMBER, MEMBER_GROUP = "ana.dubois", "/llm/research"  # her only selected group
+MODEL = "fake-gpt-4o-mini"  # one of the emulator's fake models
 
 
 def banner(text: str) -> None:
@@ -46,7 +57,43 @@ def start_emulator(port: int) -> subprocess.Popen[bytes]:
     raise SystemExit("the LiteLLM emulator did not start within 60 s")
 
 
-def write_config(kc_url: str, ll_url: str) -> Path:
+def master(ll_url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """One LiteLLM call with the master key, echoed as the curl an operator would type."""
+    print(f"$ curl -X POST $LITELLM_URL{path} -H 'Authorization: Bearer $MASTER_KEY' "
+          f"-d '{json.dumps(body)}'", flush=True)
+    response = httpx.post(f"{ll_url}{path}", json=body,
+                          headers={"Authorization": f"Bearer {MASTER_KEY}"})
+    response.raise_for_status()
+    reply: dict[str, Any] = response.json()
+    return reply
+
+
+def create_service_key(ll_url: str) -> str:
+    """The one-time setup of docs/deploy.md: a proxy_admin service user and its key."""
+    master(ll_url, "/user/new", {"user_id": SERVICE_USER, "user_alias": "syncd (Keycloak sync)",
+                                 "user_role": "proxy_admin", "auto_create_key": False})
+    reply = master(ll_url, "/key/generate", {"user_id": SERVICE_USER, "key_alias": "syncd-demo"})
+    key: str = reply["key"]
+    print(f"service key for {SERVICE_USER}: {key[:6]}...{key[-4:]} (syncd uses this one)")
+    return key
+
+
+def chat(ll_url: str, key: str, who: str) -> int:
+    """``POST /chat/completions`` with ``key``, as an application would call it."""
+    print(f"$ curl -X POST $LITELLM_URL/chat/completions -H 'Authorization: Bearer <{who}>' "
+          f"-d '{{\"model\": \"{MODEL}\", ...}}'", flush=True)
+    response = httpx.post(f"{ll_url}/chat/completions",
+                          headers={"Authorization": f"Bearer {key}"},
+                          json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
+    body = response.json()
+    if response.status_code == 200:
+        print(f"HTTP 200: {body['choices'][0]['message']['content']}")
+    else:
+        print(f"HTTP {response.status_code}: {body['error']['message']}")
+    return response.status_code
+
+
+def write_config(kc_url: str, ll_url: str, api_key: str) -> Path:
     folder = ROOT / ".demo"
     folder.mkdir(exist_ok=True)
     path = folder / "syncd.yaml"
@@ -59,7 +106,7 @@ keycloak:
   client_secret: demo-secret-change-me
 litellm:
   url: {ll_url}
-  api_key: {MASTER_KEY}
+  api_key: {api_key}  # the proxy_admin service user's key, not the master key
 selection:
   path_prefixes: ["/llm"]
   attribute: litellm.sync
@@ -84,8 +131,8 @@ def show_teams(ll_url: str) -> None:
                       headers={"Authorization": f"Bearer {MASTER_KEY}"}).json()
     print(f"{'team_id':38} {'alias':14} {'members':>7}  settings")
     for team in sorted(reply["teams"], key=lambda t: t.get("team_alias") or ""):
-        members = [m for m in team.get("members_with_roles", []) if m.get("user_id") !=
-                   "default_user_id"]
+        members = [m for m in team.get("members_with_roles", [])
+                   if m.get("user_id") not in ("default_user_id", SERVICE_USER)]
         settings = {k: team[k] for k in ("models", "max_budget", "tpm_limit") if team.get(k)}
         print(f"{team['team_id']:38} {team.get('team_alias') or '':14} {len(members):>7}  "
               f"{json.dumps(settings)}")
@@ -102,7 +149,8 @@ def main() -> int:
         ll_url = f"http://127.0.0.1:{port}"
         print(f"LiteLLM emulator {ll_url}")
         try:
-            config = write_config(kc.url, ll_url)
+            banner("one-time setup: a proxy_admin service user and key for syncd")
+            config = write_config(kc.url, ll_url, create_service_key(ll_url))
             banner("dry run: the plan, nothing written")
             syncd(config, "--once", "--dry-run")
             banner("real sync")
@@ -111,11 +159,34 @@ def main() -> int:
             show_teams(ll_url)
             banner("second run: nothing left to change")
             again = syncd(config, "--once")
+            cut = cut_access(kc, ll_url, config)
             print(f"\nconfiguration used: {config.relative_to(ROOT)}")
-            return code or again
+            return code or again or cut
         finally:
             emulator.terminate()
             emulator.wait(10)
+
+
+def cut_access(kc: KeycloakServer, ll_url: str, config: Path) -> int:
+    """A member's key works, she leaves her group, one sync, the same call is refused."""
+    with AdminClient(kc.url) as admin:
+        user_id = admin.user_id("acme", MEMBER)
+        group_id = admin.group_id("acme", MEMBER_GROUP)
+        banner(f"{MEMBER} gets a key on her team and calls the LLM")
+        key = master(ll_url, "/key/generate", {"user_id": user_id, "team_id": group_id,
+                                               "key_alias": f"{MEMBER}-laptop"})["key"]
+        before = chat(ll_url, key, f"{MEMBER}'s key")
+        banner(f"{MEMBER} leaves {MEMBER_GROUP} in Keycloak")
+        admin.request("DELETE", f"/admin/realms/acme/users/{user_id}/groups/{group_id}")
+        print(f"removed {MEMBER} from {MEMBER_GROUP} (her only selected group)")
+    banner("next sync")
+    code = syncd(config, "--once")
+    banner(f"the same call with {MEMBER}'s key")
+    after = chat(ll_url, key, f"{MEMBER}'s key")
+    if (before, after) != (200, 401):
+        print(f"expected 200 then 401, got {before} then {after}")
+        return 1
+    return code
 
 
 if __name__ == "__main__":
