@@ -13,6 +13,7 @@ release's values, and per-alert overrides (prometheusRule.alerts) applied.
 {{- $threshold := mul ($p.noRecentSuccess.intervals | int) (include "syncd.syncIntervalSeconds" . | int) }}
 {{- $failures := $p.repeatedFailures.threshold | int }}
 {{- $ratio := $p.errorRate.ratio | toString }}
+{{- $window := $p.errorRate.window | default "15m" | toString }}
 {{- $defaultBase := "https://git.example.com/platform/syncd/blob/main/docs/runbook.md" }}
 {{- $base := $p.runbookBaseUrl | default $defaultBase | trimSuffix "/" }}
 {{- $overrides := $p.alerts | default dict }}
@@ -31,6 +32,7 @@ release's values, and per-alert overrides (prometheusRule.alerts) applied.
 {{- $expr = replace ">= 3" (printf ">= %d" $failures) $expr }}
 {{- else if has $r.alert (list "SyncdHighErrorRate" "SyncdLastRunHighErrorRate") }}
 {{- $expr = replace "> 0.1" (printf "> %s" $ratio) $expr }}
+{{- $expr = replace "[15m]" (printf "[%s]" $window) $expr }}
 {{- end }}
 {{- $expr = replace "job_name=~\"syncd-[0-9]+\"" (printf "namespace=%q, job_name=~\"%s-[0-9]+\"" $.Release.Namespace $cronjob) $expr }}
 {{- $expr = replace "job=\"syncd\"" (printf "job=%q" $job) $expr }}
