@@ -148,6 +148,10 @@ class EmulatorAdmin:
         audit: list[dict[str, Any]] = self.state()["audit"]
         return audit
 
+    def clear_audit(self) -> None:
+        """Forget the writes so far (e.g. a fixture's seeding), keep every table."""
+        self._call("POST", "/_emulator/audit/clear")
+
     # -- seeding through the LiteLLM API ---------------------------------------
 
     def create_team(

@@ -96,6 +96,13 @@ def _add_admin_routes(app: FastAPI) -> None:
         emulator.reset()
         return {"status": "reset"}
 
+    @app.post("/_emulator/audit/clear", dependencies=guard)
+    async def clear_audit(emulator: EmulatorDep) -> dict[str, str]:
+        """Empty the audit log only: a fixture's seeding is then not counted as writes."""
+        with emulator.state.lock:
+            emulator.state.audit.clear()
+        return {"status": "cleared"}
+
     @app.get("/_emulator/settings", dependencies=guard)
     async def get_settings(emulator: EmulatorDep) -> dict[str, bool]:
         return emulator.settings.behaviour()

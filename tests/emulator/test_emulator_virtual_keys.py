@@ -473,3 +473,11 @@ def test_emulator_admin_routes_refuse_even_a_proxy_admin_key(emulator: EmulatorA
     with _as(emulator, admin_key) as client:
         assert client.get("/_emulator/state").status_code == 401
         assert client.post("/_emulator/auth_check", json={"key": admin_key}).status_code == 401
+
+
+def test_clear_audit_forgets_the_writes_and_keeps_the_tables(emulator: EmulatorAdmin) -> None:
+    _user_key(emulator, "svc-syncd", role="proxy_admin")
+    assert emulator.audit()
+    emulator.clear_audit()
+    assert emulator.audit() == []
+    assert "svc-syncd" in {u["user_id"] for u in emulator.state()["users"]}
