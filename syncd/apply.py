@@ -5,6 +5,16 @@ The applier never re-plans. It groups what LiteLLM can take in one request
 done or failed without stopping the others, and skips operations whose
 prerequisite failed (no member_add for a user whose creation failed). A run
 with failures ends as `partial`; the next run's plan picks up what is left.
+
+Every write is safe to send twice: a create that meets "already exists" with
+syncd's own object is done (``LiteLLMClient.create_*``), a duplicate member_add
+or a delete of what is gone is done. A proxy that refuses the team admin role
+(no enterprise licence) is a configuration problem, not a per-member failure:
+the first refusal is recorded once (`ApplyResult.config_error`), later role
+changes to admin are not sent, and nothing is re-planned here: members were
+added as `user` by the plan and keep their access. A stop request (SIGTERM)
+lets the writes in flight finish and starts no new ones; a cancellation
+records the operations it cut off as interrupted, so the summary is honest.
 """
 
 from __future__ import annotations
@@ -43,10 +53,18 @@ from syncd.report import describe
 log = structlog.get_logger("syncd.apply")
 
 BATCH = 100  # members per member_add, keys per key/delete
-# Operation groups in flight at once. The HTTP client already bounds concurrent
-# requests (litellm.concurrency, at most 64); starting one task per operation
-# for 10,000 users only holds 10,000 suspended requests in memory.
+# Operation groups in flight at once, at most. Starting one task per operation
+# for 10,000 users only holds 10,000 suspended requests in memory. The Applier
+# runs as many workers as the HTTP client may send at once (litellm.concurrency),
+# so an operation that has started is one whose request is on the wire: a stop
+# request then leaves no queue of "started" operations behind.
 IN_FLIGHT = 64
+
+
+LICENCE_REFUSED = (
+    "litellm.enterprise_license is true but the proxy refused role admin as an enterprise "
+    "feature; set it to false"
+)
 
 
 @dataclass
@@ -54,18 +72,64 @@ class ApplyResult:
     done: list[Operation] = field(default_factory=list)
     failed: list[tuple[Operation, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Found done already ("already exists" with syncd's own object); also in `done`.
+    existed: int = 0
+    # Not applied because the proxy refused the admin role (licence): one problem.
+    refused: list[Operation] = field(default_factory=list)
+    refusal: str | None = None  # LiteLLM's own words, from the first refusal
+    # Cut off by a cancellation while their request was in flight: outcome unknown.
+    interrupted: list[Operation] = field(default_factory=list)
+    not_started: int = 0  # left out because the run was asked to stop
+
+    @property
+    def config_error(self) -> str | None:
+        """The one error a licence refusal becomes (None when there was none)."""
+        if self.refusal is None:
+            return None
+        return (
+            f"{LICENCE_REFUSED} ({len(self.refused)} team admin role change(s) not applied; "
+            f"those members keep their access as role user). LiteLLM said: {self.refusal}"
+        )
 
 
 class Applier:
-    def __init__(self, client: LiteLLMClient) -> None:
+    def __init__(
+        self, client: LiteLLMClient, stop: asyncio.Event | None = None,
+        in_flight: int = IN_FLIGHT,
+    ) -> None:
         self.client = client
+        self.stop = stop
+        self.in_flight = max(1, min(in_flight, IN_FLIGHT))
         self.result = ApplyResult()
         self.failed_users: set[str] = set()
         self.failed_teams: set[str] = set()
+        self.failed_adds: set[tuple[str, str]] = set()
+
+    @property
+    def stopped(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
 
     async def apply(self, operations: Sequence[Operation]) -> ApplyResult:
-        for _, phase_ops in groupby(operations, key=lambda op: op.PHASE):
-            await self._run_groups(self._groups(list(phase_ops)))
+        # Within the membership phase, role changes wait for the adds: a new admin
+        # is added as user, then promoted (see the planner).
+        for _, phase_ops in groupby(
+            operations, key=lambda op: (op.PHASE, isinstance(op, ChangeMemberRole))
+        ):
+            if self.stopped:
+                break
+            groups = self._groups(list(phase_ops))
+            # The first admin role change goes alone: a proxy without a licence
+            # refuses it, and then the others are not sent at all.
+            probe = next((g for g in groups if all(_wants_admin(op) for op in g)), None)
+            if probe is not None and self.result.refusal is None:
+                groups.remove(probe)
+                await self._run_group(probe)
+            await self._run_groups(groups)
+        if self.stopped:
+            r = self.result
+            seen = {id(op) for op in (*r.done, *r.refused, *r.interrupted)}
+            seen.update(id(op) for op, _ in r.failed)
+            r.not_started += sum(1 for op in operations if id(op) not in seen)
         return self.result
 
     async def _run_groups(self, groups: list[list[Operation]]) -> None:
@@ -74,9 +138,11 @@ class Applier:
 
         async def worker() -> None:
             for group in pending:
+                if self.stopped:  # no new write; those in flight finish
+                    return
                 await self._run_group(group)
 
-        await asyncio.gather(*(worker() for _ in range(min(IN_FLIGHT, len(groups)))))
+        await asyncio.gather(*(worker() for _ in range(min(self.in_flight, len(groups)))))
 
     def _groups(self, ops: list[Operation]) -> list[list[Operation]]:
         """Batchable operations together; everything else on its own."""
@@ -97,6 +163,10 @@ class Applier:
         return groups
 
     async def _run_group(self, ops: list[Operation]) -> None:
+        if self.result.refusal is not None:  # the proxy said no once: do not ask again
+            for op in [op for op in ops if _wants_admin(op)]:
+                self.result.refused.append(op)
+                ops.remove(op)
         runnable = [op for op in ops if not self._blocked_by_failure(op)]
         for op in ops:
             if op not in runnable:
@@ -104,6 +174,7 @@ class Applier:
         if not runnable:
             return
         first = runnable[0]
+        existed = False
         try:
             if isinstance(first, AddMember):
                 await self._add_members([op for op in runnable if isinstance(op, AddMember)])
@@ -111,43 +182,53 @@ class Applier:
                 tokens = [op.token for op in runnable if isinstance(op, DeleteKey)]
                 await self.client.delete_keys(tokens)
             else:
-                await self._single(first)
+                existed = await self._single(first)
         except TargetWriteError as exc:
+            if exc.kind == "premium" and all(_wants_admin(op) for op in runnable):
+                self._refused(runnable, str(exc))
+                return
             for op in runnable:
                 self._fail(op, str(exc))
             return
+        except asyncio.CancelledError:
+            self.result.interrupted.extend(runnable)
+            log.warning("change_interrupted", ops=len(runnable), op=first.KIND, **first.ids())
+            raise
         for op in runnable:
-            self._done(op)
+            self._done(op, existed=existed)
 
     def _blocked_by_failure(self, op: Operation) -> bool:
+        if isinstance(op, ChangeMemberRole) and (op.team, op.user) in self.failed_adds:
+            return True
         if isinstance(op, AddMember | ChangeMemberRole):
             return op.user in self.failed_users or op.team in self.failed_teams
         return False
 
-    async def _add_members(self, ops: list[AddMember]) -> None:
-        team = ops[0].team
-        try:
-            await self.client.add_members(team, [(op.user, op.role) for op in ops])
-        except TargetWriteError as exc:
-            if exc.kind != "premium" or ops[0].role != "admin":
-                raise
-            # Free licence: LiteLLM refuses team admins. Keep the access, report the role.
-            self.result.warnings.append(
-                f"team {team}: LiteLLM refused role admin (enterprise feature); "
-                f"{len(ops)} member(s) added as user instead"
-            )
-            log.warning("admin_role_refused", team=team, members=len(ops))
-            await self.client.add_members(team, [(op.user, "user") for op in ops])
+    def _refused(self, ops: list[Operation], error: str) -> None:
+        """The proxy refused the admin role: a licence problem, reported once per run."""
+        first = self.result.refusal is None
+        if first:
+            self.result.refusal = error
+        self.result.refused.extend(ops)
+        if first:
+            log.error("licence_refused", error=LICENCE_REFUSED, litellm=error, **ops[0].ids())
 
-    async def _single(self, op: Operation) -> None:
+    async def _add_members(self, ops: list[AddMember]) -> None:
+        """One member_add per team and role. The role is the plan's: a refusal of
+        admin (no licence) is not turned into another role here."""
+        team = ops[0].team
+        await self.client.add_members(team, [(op.user, op.role) for op in ops])
+
+    async def _single(self, op: Operation) -> bool:
+        """Apply one operation; True when a create found its object already there."""
         c = self.client
         match op:
             case CreateUser():
-                await c.create_user(op.user, op.email, op.username)
+                return not await c.create_user(op.user, op.email, op.username)
             case UpdateUserMetadata() | UnblockUser() | BlockUser():
                 await c.update_user_metadata(op.user, op.metadata)
             case CreateTeam():
-                await c.create_team(op.team, op.alias, op.settings, op.metadata)
+                return not await c.create_team(op.team, op.alias, op.settings, op.metadata)
             case UpdateTeam():
                 fields = {name: new for name, _, new in op.changes if name != "metadata"}
                 if "models" in fields and fields["models"] is not None:
@@ -171,9 +252,16 @@ class Applier:
                 await c.delete_user(op.user)
             case _:
                 raise TargetWriteError(f"no handler for operation {op.KIND}")
+        return False
 
-    def _done(self, op: Operation) -> None:
+    def _done(self, op: Operation, *, existed: bool = False) -> None:
         self.result.done.append(op)
+        if existed:
+            # A lost answer, or another run: the object is syncd's and in place.
+            self.result.existed += 1
+            log.info("change", op=op.KIND, detail=describe(op), already_existed=True,
+                     **op.ids())
+            return
         log.info("change", op=op.KIND, detail=describe(op), **op.ids())
 
     def _fail(self, op: Operation, error: str) -> None:
@@ -181,5 +269,14 @@ class Applier:
             self.failed_users.add(op.user)
         if isinstance(op, CreateTeam):
             self.failed_teams.add(op.team)
+        if isinstance(op, AddMember):
+            self.failed_adds.add((op.team, op.user))
         self.result.failed.append((op, error))
         log.error("change_failed", op=op.KIND, detail=describe(op), error=error, **op.ids())
+
+
+def _wants_admin(op: Operation) -> bool:
+    """An operation that only a licensed proxy accepts: the team admin role."""
+    if isinstance(op, AddMember):
+        return op.role == "admin"
+    return isinstance(op, ChangeMemberRole) and op.new == "admin"

@@ -10,8 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 from collections.abc import Sequence
+
+import structlog
 
 from syncd import __version__
 from syncd.config import Settings, load_settings
@@ -21,6 +24,8 @@ from syncd.metrics import Metrics
 from syncd.report import plan_json, render_plan, summary_line
 from syncd.sync import Mode, RunOutcome, run_sync
 
+log = structlog.get_logger("syncd.cli")
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -28,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Make Keycloak groups the source of truth for LiteLLM teams.",
         epilog="Exit codes: 0 ok, 1 drift (--check), 2 usage, 3 configuration, "
         "4 Keycloak read failed, 5 LiteLLM read failed, 6 partial apply, "
-        "7 safety brake engaged, 10 internal error.",
+        "7 safety brake engaged, 8 LiteLLM refused the configuration (enterprise_license), "
+        "10 internal error, 143 --once stopped by SIGTERM/SIGINT.",
     )
     p.add_argument("command", nargs="?", choices=("run", "validate"), default="run",
                    help="run (default) or validate the configuration only")
@@ -70,13 +76,48 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_once(settings: Settings, mode: Mode, *, force: bool, as_json: bool, push: bool) -> int:
     metrics = Metrics()
-    outcome = asyncio.run(run_sync(settings, mode=mode, force=force, metrics=metrics))
+    outcome = asyncio.run(_once_until_signalled(settings, mode, force, metrics))
     print_outcome(outcome, as_json=as_json)
     if push and mode == "apply":
         from syncd.service import push_metrics
 
         push_metrics(settings, metrics)
     return int(outcome.exit_code)
+
+
+async def _once_until_signalled(
+    settings: Settings, mode: Mode, force: bool, metrics: Metrics
+) -> RunOutcome:
+    """One run that a SIGTERM/SIGINT ends honestly instead of killing mid-write.
+
+    First signal: reads are abandoned, no new write starts, writes in flight
+    finish (each is bounded by litellm.timeout_seconds and the retry policy), and
+    the summary counts what reached LiteLLM; exit 143. A second signal cancels
+    the writes in flight too (they are counted as cut off). A cron pod that is
+    being replaced thus leaves a summary an on-call engineer can trust.
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    task = asyncio.current_task()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not stop.is_set():
+            log.warning("stop_requested", signal=sig.name,
+                        detail="no new write starts; writes in flight finish; "
+                        "a second signal cancels them")
+            stop.set()
+        elif task is not None:
+            log.warning("stop_forced", signal=sig.name)
+            task.cancel()
+
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        return await run_sync(settings, mode=mode, force=force, metrics=metrics, stop=stop)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
 
 
 def print_outcome(outcome: RunOutcome, *, as_json: bool) -> None:

@@ -21,7 +21,9 @@ class ExitCode(IntEnum):
     TARGET = 5  # reading LiteLLM failed; nothing was written
     PARTIAL = 6  # some operations failed, the rest were applied
     BRAKE = 7  # safety brake held destructive operations back
+    REFUSED = 8  # the proxy refused what the configuration asks for (enterprise_license)
     INTERNAL = 10  # a bug: unexpected exception
+    INTERRUPTED = 143  # --once stopped by SIGTERM/SIGINT (128 + 15, as a shell reports it)
 
 
 class SyncdError(Exception):
@@ -62,3 +64,14 @@ class TargetWriteError(SyncdError):
         super().__init__(message)
         self.status = status
         self.kind = kind
+
+
+class RunInterrupted(SyncdError):
+    """The run was asked to stop (SIGTERM/SIGINT to ``--once``) before it finished.
+
+    Not an error of either side: the writes made so far stand and are counted,
+    the next run plans what is left.
+    """
+
+    exit_code = ExitCode.INTERRUPTED
+    stage = "interrupted"

@@ -31,6 +31,12 @@ from syncd.model import (
 
 T = TypeVar("T")
 PREMIUM_HINT = "premium"  # LiteLLM: "Assigning team admins is a premium feature"
+EXISTS_HINT = "already exists"  # /team/new 400 and /user/new 409 for an id in use
+KEY_GONE = ("key not found",)  # /key/update, /key/block: 404 E3 "Key not found."
+
+
+def _already_exists(exc: TargetWriteError) -> bool:
+    return exc.status in (400, 409) and EXISTS_HINT in str(exc).lower()
 
 
 def error_text(response: httpx.Response) -> str:
@@ -248,7 +254,36 @@ class LiteLLMClient:
             f"{path}: HTTP {response.status_code}: {text}", status=response.status_code, kind=kind
         )
 
-    async def create_user(self, user_id: str, email: str | None, username: str) -> None:
+    async def _lookup(self, path: str, params: Mapping[str, Any]) -> dict[str, Any] | None:
+        """A read in the middle of a write (checking what a create ran into): the body,
+        None for 404; any other failure is that write's failure, not a read error."""
+        try:
+            response = await self.api.request("GET", path, params=params)
+        except httpx.TransportError as exc:
+            raise TargetWriteError(
+                f"{path}: {describe_transport_error(exc)}", kind="transport"
+            ) from None
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise TargetWriteError(
+                f"{path}: HTTP {response.status_code}: {error_text(response)}",
+                status=response.status_code,
+            )
+        try:
+            body = response.json()
+        except ValueError:
+            raise TargetWriteError(f"{path} returned a body that is not JSON") from None
+        return body if isinstance(body, dict) else None
+
+    async def create_user(self, user_id: str, email: str | None, username: str) -> bool:
+        """Create a user; False when it exists already with this very id.
+
+        A retry after a lost answer, or a second syncd run, meets LiteLLM's 409 "User
+        with id X already exists" (``internal_user_endpoints.py::new_user`` checks the
+        id before the email). That is the user syncd wanted: done. A clash on the
+        email alone (another user holds it) stays a failure.
+        """
         body: dict[str, Any] = {
             "user_id": user_id,
             "user_alias": username,
@@ -258,17 +293,57 @@ class LiteLLMClient:
         }
         if email:
             body["user_email"] = email
-        await self._post("/user/new", body)
+        try:
+            await self._post("/user/new", body)
+        except TargetWriteError as exc:
+            if not _already_exists(exc):
+                raise
+            found = await self._lookup("/user/info", {"user_id": user_id})
+            info = found.get("user_info") if found else None
+            if isinstance(info, dict) and info.get("user_id") == user_id:
+                return False
+            raise TargetWriteError(
+                f"{exc} (and no LiteLLM user has id {user_id}: another user holds this "
+                "email; resolve the duplicate in LiteLLM)",
+                status=exc.status, kind="conflict",
+            ) from None
+        return True
 
     async def update_user_metadata(self, user_id: str, metadata: Mapping[str, Any]) -> None:
         await self._post("/user/update", {"user_id": user_id, "metadata": dict(metadata)})
 
     async def create_team(
         self, team_id: str, alias: str, settings: TeamSettings, metadata: Mapping[str, Any]
-    ) -> None:
+    ) -> bool:
+        """Create a team; False when it exists already and carries syncd's marker.
+
+        LiteLLM answers a second ``/team/new`` for one id with 400 "Team id = X
+        already exists" (``team_endpoints.py::new_team``). If ``/team/info`` shows
+        ``syncd_managed``, it is syncd's own team from a create whose answer was
+        lost, or from another run: done, and its members can be added. A team
+        without the marker was made by someone else after this run's read; it is
+        not taken over here (the planner's adoption rules decide next run).
+        """
         body = {"team_id": team_id, "team_alias": alias, "metadata": dict(metadata)}
         body.update(settings.managed_items())
-        await self._post("/team/new", body)
+        try:
+            await self._post("/team/new", body)
+        except TargetWriteError as exc:
+            if not _already_exists(exc):
+                raise
+            found = await self._lookup("/team/info", {"team_id": team_id})
+            info = found.get("team_info") if found else None
+            meta = info.get("metadata") if isinstance(info, dict) else None
+            if isinstance(meta, dict) and meta.get(MANAGED) is True:
+                return False
+            raise TargetWriteError(
+                f"team {team_id} already exists in LiteLLM without syncd's marker "
+                f"(metadata {MANAGED}): someone created it after this run read LiteLLM. "
+                "Not taken over; its members wait. The next run skips it, or adopts it "
+                "with teams.adopt_existing: true",
+                status=exc.status, kind="conflict",
+            ) from None
+        return True
 
     async def update_team(
         self, team_id: str, fields: Mapping[str, Any], metadata: Mapping[str, Any]
@@ -317,8 +392,14 @@ class LiteLLMClient:
 
     async def block_key(self, token: str, metadata: Mapping[str, Any]) -> None:
         # Marker before block, so a key blocked by syncd is always recognisable.
-        await self._post("/key/update", {"key": token, "metadata": dict(metadata)})
-        await self._post("/key/block", {"key": token})
+        # A key that is gone (LiteLLM's 404 "Key not found.", e.g. deleted with a
+        # membership by another run) gives no access any more: nothing to block.
+        marked = await self._post(
+            "/key/update", {"key": token, "metadata": dict(metadata)}, ok=KEY_GONE
+        )
+        if marked.status_code == 404:
+            return
+        await self._post("/key/block", {"key": token}, ok=KEY_GONE)
 
     async def unblock_key(self, token: str, unblock: bool, metadata: Mapping[str, Any]) -> None:
         if unblock:
@@ -388,6 +469,7 @@ def parse_user(row: Mapping[str, Any]) -> User:
         email=row.get("user_email"),
         role=row.get("user_role"),
         metadata=_metadata(row),
+        alias=row.get("user_alias") if isinstance(row.get("user_alias"), str) else None,
     )
 
 

@@ -235,7 +235,12 @@ class _Planner:
             role = self.effective_role(want.members[user_id])
             if user_id not in have:
                 email = self.desired.users[user_id].email if user_id in self.desired.users else None
-                self.ops.append(AddMember(want.team_id, user_id, role, email))
+                # A new admin joins as user, then is promoted: access never depends on
+                # a role the proxy may refuse (no licence), and the applier never has
+                # to improvise another role. The applier runs adds before role changes.
+                self.ops.append(AddMember(want.team_id, user_id, "user", email))
+                if role == "admin":
+                    self.ops.append(ChangeMemberRole(want.team_id, user_id, "user", "admin"))
             elif have[user_id] != role:
                 self.ops.append(ChangeMemberRole(want.team_id, user_id, have[user_id], role))
         for user_id in sorted(have):

@@ -209,10 +209,18 @@ def plan_json(plan: Plan, names: Names) -> dict[str, Any]:
 
 
 def summary_line(stats: Mapping[str, Any]) -> str:
-    """The one line every run ends with (also logged as the `sync_finished` event)."""
+    """The one line every run ends with (also logged as the `sync_finished` event).
+
+    Operations a licence refusal kept out, or a stop cut off or never started,
+    are named only when there are any."""
+    extra = ""
+    if stats.get("refused"):
+        extra += ", {refused} refused by the proxy (licence)"
+    if stats.get("interrupted") or stats.get("not_started"):
+        extra += ", stopped early: {interrupted} cut off in flight, {not_started} not started"
     return (
         "syncd {result}: {groups} groups ({teams} selected), {users} users, "
         "{memberships} memberships seen; {applied} change(s) applied, {failed} failed, "
-        "{held_back} held back, {unconfirmed} unconfirmed; requests keycloak={kc_requests} "
-        "litellm={ll_requests} ({ll_writes} writes); {duration:.1f}s"
+        "{held_back} held back, {unconfirmed} unconfirmed" + extra + "; requests "
+        "keycloak={kc_requests} litellm={ll_requests} ({ll_writes} writes); {duration:.1f}s"
     ).format(**stats)

@@ -11,16 +11,17 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import structlog
 
 from syncd.apply import Applier, ApplyResult
 from syncd.config import Settings
 from syncd.confirm import Confirmer, with_unconfirmed
-from syncd.errors import ExitCode, SourceReadError, SyncdError
+from syncd.errors import ExitCode, RunInterrupted, SourceReadError, SyncdError
 from syncd.evidence import SourceFacts
 from syncd.http import ApiClient, RequestCounter, RetryBudget
 from syncd.keycloak import KeycloakReader, TokenProvider
@@ -33,6 +34,7 @@ from syncd.report import Names, summary_line
 log = structlog.get_logger("syncd.sync")
 
 Mode = Literal["apply", "dry-run", "check"]
+T = TypeVar("T")
 
 
 @dataclass
@@ -82,8 +84,15 @@ async def run_sync(
     force: bool = False,
     metrics: Metrics | None = None,
     now: datetime | None = None,
+    stop: asyncio.Event | None = None,
 ) -> RunOutcome:
-    """Run one full reconcile; never raises for expected failures (see `exit_code`)."""
+    """Run one full reconcile; never raises for expected failures (see `exit_code`).
+
+    `stop` (set by ``--once``'s signal handler) ends the run early and honestly:
+    reads are abandoned, no new write starts, writes in flight finish, and the
+    summary counts what was applied. A cancellation while `stop` is set (a second
+    signal) is such an end too; without `stop` (the daemon) it propagates.
+    """
     metrics = metrics or Metrics()
     run_id = uuid.uuid4().hex[:12]
     outcome = RunOutcome(run_id=run_id, mode=mode)
@@ -92,7 +101,16 @@ async def run_sync(
     structlog.contextvars.bind_contextvars(run_id=run_id)
     try:
         log.info("sync_started", mode=mode)
-        await _run(settings, outcome, counter, metrics, force, now or datetime.now(UTC))
+        await _run(settings, outcome, counter, metrics, force, now or datetime.now(UTC), stop)
+    except RunInterrupted:
+        _interrupted(outcome)
+    except asyncio.CancelledError:
+        _interrupted(outcome)
+        if stop is None or not stop.is_set():
+            raise  # the daemon's own cancellation: it logs run_cancelled
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
     except SyncdError as exc:
         outcome.result, outcome.exit_code, outcome.error = "failure", exc.exit_code, str(exc)
         metrics.errors.labels(stage=exc.stage).inc()
@@ -119,6 +137,7 @@ async def _run(
     metrics: Metrics,
     force: bool,
     now: datetime,
+    stop: asyncio.Event | None = None,
 ) -> None:
     keycloak_api, litellm_api = _clients(settings, metrics, counter)
     tokens = TokenProvider(settings)
@@ -128,7 +147,7 @@ async def _run(
             litellm_api, page_size=settings.litellm.page_size,
             changed_by=settings.litellm.changed_by,
         )
-        desired, actual = await _read_both(reader, target)
+        desired, actual = await _unless_stopped(_read_both(reader, target), stop)
         outcome.desired, outcome.actual = desired, actual
         outcome.warnings.extend(reader.warnings)
         managed = actual.managed_teams
@@ -147,12 +166,15 @@ async def _run(
             outcome.result = "success"
             outcome.exit_code = ExitCode.DRIFT if drift and outcome.mode == "check" else ExitCode.OK
             return
-        applier = Applier(target)
+        applier = Applier(target, stop, in_flight=settings.litellm.concurrency)
         outcome.applied = applier.result
         # Everything that only adds or restores first; then, just before the
         # destructive part, a fresh read of each of its subjects.
         await applier.apply([op for op in plan.operations if not op.DESTRUCTIVE])
         destructive = [op for op in plan.operations if op.DESTRUCTIVE]
+        if applier.stopped:
+            applier.result.not_started += len(destructive)
+            raise RunInterrupted("stopped")
         if destructive:
             facts = SourceFacts(desired.sources, desired.groups_known)
             confirmed, dropped = await Confirmer(reader, facts).confirm(destructive)
@@ -166,6 +188,8 @@ async def _run(
                     "Keycloak did not confirm them (see change_unconfirmed events)"
                 )
             await applier.apply(confirmed)
+            if applier.stopped:
+                raise RunInterrupted("stopped")
         applied = applier.result
         outcome.warnings.extend(applied.warnings)
         if plan.braked:
@@ -181,8 +205,53 @@ async def _run(
             outcome.result, outcome.exit_code = "partial", ExitCode.PARTIAL
         else:
             outcome.result, outcome.exit_code = "success", ExitCode.OK
+        if applied.config_error is not None:
+            # The proxy refuses what the configuration asks for: one clear error on
+            # every run until the configuration is fixed, never a "partial" that
+            # reads like a flaky proxy. Everything else was applied.
+            outcome.result, outcome.exit_code = "failure", ExitCode.REFUSED
+            outcome.error = applied.config_error
+            metrics.errors.labels(stage="config").inc()
+            log.error("sync_failed", stage="config", error=outcome.error)
     finally:
         await asyncio.gather(keycloak_api.aclose(), litellm_api.aclose(), tokens.aclose())
+
+
+async def _unless_stopped(work: Awaitable[T], stop: asyncio.Event | None) -> T:
+    """Await `work` (the reads) unless `stop` is set first: then abandon it and raise
+    RunInterrupted. Nothing has been written yet, so there is nothing to wait for."""
+    if stop is None:
+        return await work
+    task = asyncio.ensure_future(work)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if task.cancelled():
+        raise RunInterrupted("stopped while reading")
+    return task.result()
+
+
+def _interrupted(outcome: RunOutcome) -> None:
+    """Record a run that was stopped: what reached LiteLLM is counted, not lost."""
+    applied = outcome.applied
+    done = len(applied.done) if applied else 0
+    outcome.result = "partial" if done else "failure"
+    outcome.exit_code = ExitCode.INTERRUPTED
+    if applied is None:
+        outcome.error = "stopped before any write; nothing was written"
+    else:
+        outcome.error = (
+            f"stopped before the run finished: {done} change(s) applied, "
+            f"{len(applied.failed)} failed, {len(applied.interrupted)} cut off in flight "
+            f"(may or may not have been applied), {applied.not_started} not started; "
+            "the next run plans what is left"
+        )
+    log.warning("sync_interrupted", error=outcome.error)
 
 
 async def _read_both(reader: KeycloakReader, target: LiteLLMClient) -> tuple[Desired, Actual]:
@@ -231,6 +300,10 @@ def _stats(outcome: RunOutcome, counter: RequestCounter, duration: float) -> dic
         "planned": len(plan.operations) if plan else 0,
         "applied": len(applied.done) if applied else 0,
         "failed": len(applied.failed) if applied else 0,
+        "already_existed": applied.existed if applied else 0,
+        "refused": len(applied.refused) if applied else 0,
+        "interrupted": len(applied.interrupted) if applied else 0,
+        "not_started": applied.not_started if applied else 0,
         "held_back": len(plan.held_back) if plan else 0,
         "unconfirmed": len(plan.unconfirmed) if plan else 0,
         "kc_requests": counter.total("keycloak"),

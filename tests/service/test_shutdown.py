@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 
 from devtools.litellm_emulator.admin import EmulatorAdmin
 from tests.fixtures.keycloak import RealmFactory
-from tests.service.conftest import DaemonFactory, SyncdProcess
+from tests.service.conftest import (
+    SYNCD_BIN,
+    DaemonFactory,
+    SyncdProcess,
+    run_once,
+    syncd_config,
+    syncd_env,
+)
 from tests.service.test_daemon import check_run_ids, memberships
 
 pytestmark = pytest.mark.integration
@@ -139,3 +150,44 @@ def test_overrunning_runs_are_skipped_and_counted(
     first_start = daemon.named("sync_started")[0]["timestamp"]
     overrun = daemon.named("run_overrun")[0]
     assert first_start < overrun["timestamp"] < runs[0]["timestamp"]
+
+
+def test_sigterm_to_once_mid_apply_counts_the_writes_made(
+    realm_factory: RealmFactory, emulator: EmulatorAdmin, tmp_path: Path
+) -> None:
+    """`syncd --once` stopped by SIGTERM mid-apply: it starts no new write, lets the
+    ones in flight finish, and its summary counts exactly what reached LiteLLM (the
+    emulator's audit log); the next run completes the work."""
+    people = [{"username": f"u{i:02}", "email": f"u{i:02}@example.com",
+               "groups": ["/llm/research"]} for i in range(40)]
+    realm = realm_factory(groups=GROUPS, users=people)
+    slow_writes(emulator, 150)  # 40 user creations, 2 at a time: ~3 s
+    config = tmp_path / "once.yaml"
+    config.write_text(yaml.safe_dump(syncd_config(realm, emulator,
+                                                  {"litellm": {"concurrency": 2}})))
+    proc = subprocess.Popen(
+        [str(SYNCD_BIN), "--config", str(config), "--once"], stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=syncd_env(realm, emulator.master_key),
+    )
+    deadline = time.monotonic() + 60
+    while emulator.counters()["total"]["writes"] < 4:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    (summary,) = [e for e in events if e["event"] == "sync_finished"]
+    audit = emulator.audit()
+    assert proc.returncode == 143, out + err  # 128 + SIGTERM, as a shell reports it
+    assert 0 < len(audit) < 40, "stopped mid-apply"
+    assert summary["ll_writes"] == len(audit), (summary, len(audit))
+    assert summary["applied"] == len(audit)  # each user creation is one write
+    assert summary["failed"] == 0 and summary["result"] == "partial"
+    assert f"{len(audit)} change(s) applied" in out
+    assert any(e["event"] == "sync_interrupted" for e in events)
+    emulator.clear_faults()
+    rerun = run_once(realm, emulator, tmp_path)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    rest = summary["planned"] - summary["applied"]
+    assert f"{rest} change(s) applied, 0 failed" in rerun.stdout  # exactly the rest

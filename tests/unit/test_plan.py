@@ -31,6 +31,7 @@ from syncd.operations import (
     BlockKey,
     BlockTeam,
     BlockUser,
+    ChangeMemberRole,
     CreateTeam,
     CreateUser,
     DeleteKey,
@@ -134,7 +135,11 @@ def test_admin_role_without_licence_is_user_with_warning() -> None:
     assert add[0].role == "user"
     assert plan.warnings and "enterprise" in plan.warnings[0]
     licensed = make_plan(want, actual(), Policy(now=NOW, enterprise_license=True))
-    assert [op.role for op in licensed.operations if isinstance(op, AddMember)] == ["admin"]
+    # Licensed: added as user (access first), then promoted; the proxy may refuse
+    # only the promotion, and the applier never changes a role on its own.
+    assert [op.role for op in licensed.operations if isinstance(op, AddMember)] == ["user"]
+    assert [(op.old, op.new) for op in licensed.operations
+            if isinstance(op, ChangeMemberRole)] == [("user", "admin")]
 
 
 # --- leaving, departing, returning ---------------------------------------------
