@@ -99,7 +99,8 @@ def test_keycloak_changes_reach_litellm(
     science = got[ids["/llm/research"]]  # same team, new alias
     assert science["team_alias"] == "science"
     assert science["metadata"]["syncd_group_path"] == "/llm/science"
-    assert members(science) == {uid["alice"]: "user"}
+    # bob is in no selected group now: departed, cut off, but his membership stays
+    assert members(science) == {uid["alice"]: "user", uid["bob"]: "user"}
     sre = got[realm.group_id("/llm/platform/sre")]
     assert sre["team_alias"] == "sre" and members(sre) == {uid["carol"]: "user"}
     assert sum(1 for t in got.values() if t["team_alias"] in ("research", "science")) == 1
@@ -204,13 +205,14 @@ def test_departed_user_loses_access_and_gets_it_back(
     assert not emulator.auth_check(team_key)["allowed"]
     state = users(emulator)[alice]
     assert state["metadata"]["scim_active"] is False and "syncd_blocked_at" in state["metadata"]
-    assert all(alice not in members(t) for t in teams(emulator).values())
+    assert alice in members(teams(emulator)[ids["/llm/research"]])  # reversible: kept
     assert syncd.once().json["summary"]["ll_writes"] == 0
 
     realm.enable_user("alice")
     result = syncd.once()
     assert result.code == 0, result.stdout
     assert emulator.auth_check(personal)["allowed"]
+    assert emulator.auth_check(team_key)["allowed"]  # the team key is back too
     assert not emulator.auth_check(by_admin)["allowed"]  # blocked by hand: stays blocked
     assert users(emulator)[alice]["metadata"]["scim_active"] is True
     assert alice in members(teams(emulator)[ids["/llm/research"]])
@@ -238,12 +240,13 @@ def test_deleted_group_blocks_its_team(
     assert syncd.once().code == 0
     gid = realm.group_id("/llm/platform")
     service_key = emulator.generate_key(team_id=gid)["key"]  # a team key without a user
+    before = members(teams(emulator)[gid])
     realm.delete_group("/llm/platform")
     result = syncd.once()
     assert result.code == 0, result.stdout
     team = teams(emulator)[gid]
     assert team["blocked"] is True and "syncd_archived_at" in team["metadata"]
-    assert members(team) == {}
+    assert members(team) == before  # archived: members and keys stay until the grace period
     assert not emulator.auth_check(service_key)["allowed"]
     uid = realm.user_ids()
     assert users(emulator)[uid["carol"]]["metadata"]["scim_active"] is False  # no group left
@@ -253,40 +256,48 @@ def test_deleted_group_blocks_its_team(
 def test_brake_at_and_over_threshold(
     syncd: Syncd, realm: KeycloakRealm, emulator: EmulatorAdmin
 ) -> None:
-    syncd.config["safety"] = {"max_destructive_ops": 6, "max_destructive_fraction": 1.0}
+    syncd.config["safety"] = {"max_blocked": 3, "max_blocked_fraction": 1.0}
     assert syncd.once().code == 0
     uid = realm.user_ids()
-    for name in ("u000", "u001", "u002", "u003"):  # 4 departures: 8 destructive operations
+    for name in ("u000", "u001", "u002", "u003"):  # 4 people cut off: over 3
+        emulator.generate_key(user_id=uid[name])  # keys do not count, people do
         realm.remove_user_from_group(name, "/llm/big")
     realm.add_user_to_group("erin", "/llm/research")  # and one addition
     result = syncd.once()
     assert result.code == 7, result.stdout
-    assert len(result.json["plan"]["held_back"]) == 8
+    assert len(result.json["plan"]["held_back"]) == 8  # 4 kill switches, 4 key blocks
     research = members(teams(emulator)[realm.group_id("/llm/research")])
     assert uid["erin"] in research  # the non-destructive part was applied
-    assert len(members(teams(emulator)[realm.group_id("/llm/big")])) == BIG  # nobody removed
-    realm.add_user_to_group("u003", "/llm/big")  # back to 3 departures: 6, at the limit
+
+    def cut_off() -> int:
+        return sum(1 for u in users(emulator).values()
+                   if u["metadata"].get("scim_active") is False)
+
+    assert cut_off() == 0  # nobody cut off
+    realm.add_user_to_group("u003", "/llm/big")  # back to 3 people: at the limit
     result = syncd.once()
     assert result.code == 0, result.stdout
-    assert len(members(teams(emulator)[realm.group_id("/llm/big")])) == BIG - 3
+    assert cut_off() == 3
 
 
 def test_brake_released_with_force(
     syncd: Syncd, realm: KeycloakRealm, emulator: EmulatorAdmin
 ) -> None:
-    syncd.config["safety"] = {"max_destructive_ops": 1}
+    syncd.config["safety"] = {"max_blocked": 1}
     assert syncd.once().code == 0
+    uid = realm.user_ids()
     for name in ("u010", "u011"):
         realm.remove_user_from_group(name, "/llm/big")
     assert syncd.once().code == 7
     assert syncd.once("--force").code == 0
-    assert len(members(teams(emulator)[realm.group_id("/llm/big")])) == BIG - 2
+    state = users(emulator)
+    assert all(state[uid[n]]["metadata"]["scim_active"] is False for n in ("u010", "u011"))
 
 
 def test_killed_mid_departure_next_run_converges(
     syncd: Syncd, realm: KeycloakRealm, emulator: EmulatorAdmin
 ) -> None:
-    syncd.config["safety"] = {"max_destructive_ops": 1000, "max_destructive_fraction": 1.0}
+    syncd.config["safety"] = {"max_blocked": 1000, "max_blocked_fraction": 1.0}
     syncd.config["litellm"]["concurrency"] = 2
     assert syncd.once().code == 0
     uid = realm.user_ids()
