@@ -20,6 +20,7 @@ from prometheus_client import (
 )
 
 from syncd import __version__
+from syncd.operations import ALL_KINDS
 
 RUN_RESULTS = ("success", "failure", "partial", "braked")
 ERROR_STAGES = ("config", "keycloak", "litellm", "apply", "internal")
@@ -88,6 +89,12 @@ class Metrics:
         self.pending_changes = Gauge(
             "syncd_pending_changes", "Operations the last plan found to make.", registry=r
         )
+        self.unresolved_identities = Gauge(
+            "syncd_unresolved_identities",
+            "Keycloak users the last plan left out (or whose email it did not change) "
+            "for an identity collision: a shared email, a LiteLLM user it cannot link.",
+            registry=r,
+        )
         self.consecutive_failures = Gauge(
             "syncd_consecutive_failures", "Failed runs since the last success.", registry=r
         )
@@ -119,3 +126,9 @@ class Metrics:
             self.runs.labels(result=result)
         for stage in ERROR_STAGES:
             self.errors.labels(stage=stage)
+        # Every operation kind from 0: a series that first appears at 1 is lost to
+        # increase()/rate(), so the first failure (or change) of a kind after a
+        # restart would never show on the dashboard.
+        for kind in ALL_KINDS:
+            self.changes.labels(operation=kind.KIND)
+            self.operation_failures.labels(operation=kind.KIND)

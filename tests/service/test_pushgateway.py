@@ -107,7 +107,7 @@ def test_once_pushes_the_run_metrics(
     assert result.returncode == 0, result.stderr
     m = pushed(pushgateway)
     assert value("syncd_runs_total", result="success") == 1
-    assert value("syncd_changes_total", operation="add_member") is None  # nothing to do
+    assert value("syncd_changes_total", operation="add_member") == 0  # nothing to do
     assert value("syncd_pending_changes") == 0
 
 
