@@ -184,6 +184,8 @@ def measure(
         "peak_rss_mb": round(run.peak_rss_mb, 1),
         "keycloak": {
             "admin_reads": kc_reads,
+            # of which re-reads confirming destructive steps (issue 10)
+            "confirm_reads": int(stats.get("kc_confirm_reads", 0)),
             "token_requests": tokens,
             "floor": kc_floor,
         },

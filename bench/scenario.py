@@ -405,12 +405,13 @@ def expected_writes(
 
     Computed from the bench's own model, not from syncd's plan: per team,
     one ``/team/member_add`` per 100 added members; one ``/team/member_delete``
-    per removed membership (the API takes one user per call); one
-    ``/user/update`` per departed user (the kill switch); for each of a
-    departed user's unblocked keys that is not revoked, ``/key/update`` (syncd's
-    marker) then ``/key/block``; keys bound to a team their owner left are
-    deleted, up to 100 per ``/key/delete``. With `litellm_empty`, everything is
-    created: ``/user/new`` per user, ``/team/new`` per team, then the adds.
+    per membership removed from a user who stays in other groups (the API takes
+    one user per call; a departed user keeps theirs); one ``/user/update`` per
+    departed user (the kill switch); for each of a departed user's unblocked
+    keys, ``/key/update`` (syncd's marker) then ``/key/block``; keys bound to a
+    team their owner left are deleted, up to 100 per ``/key/delete``. With
+    `litellm_empty`, everything is created: ``/user/new`` per user,
+    ``/team/new`` per team, then the adds.
     """
     writes: Counter[str] = Counter()
     want_after = after.desired_members()
@@ -426,14 +427,17 @@ def expected_writes(
         raise ValueError("added or removed teams are not modelled")
     revoked: set[str] = set()
     keys = list(keys) if not litellm_empty else []
+    departed = users_before - users_after
     for path, members in want_after.items():
         added = members - want_before[path]
-        removed = want_before[path] - members
+        # A departed user keeps their memberships (cut off by the kill switch);
+        # only people who stay in other groups leave a team.
+        removed = want_before[path] - members - departed
         if added:
             writes["/team/member_add"] += math.ceil(len(added) / MEMBER_ADD_BATCH)
         writes["/team/member_delete"] += len(removed)
         revoked.update(k.alias for k in keys if k.team == path and k.user in removed)
-    for user in users_before - users_after:
+    for user in departed:
         writes["/user/update"] += 1
         for key in keys:
             if key.user == user and key.alias not in revoked:

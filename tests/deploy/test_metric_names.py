@@ -192,6 +192,7 @@ def test_registry_has_the_contract_names() -> None:
         "syncd_errors_total": {"stage"},
         "syncd_brake_engaged": set(),
         "syncd_held_back_operations": set(),
+        "syncd_unconfirmed_operations_total": {"operation"},
         "syncd_managed_teams": set(),
         "syncd_managed_members": set(),
         "syncd_pending_changes": set(),

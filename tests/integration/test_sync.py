@@ -12,7 +12,7 @@ import pytest
 from devtools.litellm_emulator.admin import EmulatorAdmin
 from devtools.realm import User
 from tests.fixtures.keycloak import KeycloakRealm, RealmFactory
-from tests.integration.harness import Syncd, members, teams, users
+from tests.integration.harness import SERVICE_USER, Syncd, members, teams, users
 
 BIG = 155
 GROUPS = {
@@ -70,7 +70,8 @@ def test_first_sync_creates_everything_and_second_writes_nothing(
     assert people[uid["alice"]]["metadata"]["syncd_managed"] is True
     assert uid["dave"] not in people and uid["erin"] not in people
     assert realm.service_account_user_id() not in people
-    assert emulator.state()["keys"] == []  # auto_create_key: false
+    keys = [k for k in emulator.state()["keys"] if k["user_id"] != SERVICE_USER]
+    assert keys == []  # auto_create_key: false (syncd's own key aside)
     audit = emulator.audit()
     assert audit and all(w["changed_by"] == "syncd" for w in audit)
 
