@@ -40,6 +40,7 @@ from syncd.operations import (
     DeleteKey,
     DeleteTeam,
     DeleteUser,
+    LinkUser,
     Operation,
     RemoveMember,
     UnblockKey,
@@ -47,6 +48,7 @@ from syncd.operations import (
     UnblockUser,
     UpdateTeam,
     UpdateUserMetadata,
+    UpdateUserProfile,
 )
 from syncd.report import describe
 
@@ -224,9 +226,11 @@ class Applier:
         c = self.client
         match op:
             case CreateUser():
-                return not await c.create_user(op.user, op.email, op.username)
-            case UpdateUserMetadata() | UnblockUser() | BlockUser():
+                return not await c.create_user(op.user, op.email, op.username, op.metadata)
+            case UpdateUserMetadata() | UnblockUser() | BlockUser() | LinkUser():
                 await c.update_user_metadata(op.user, op.metadata)
+            case UpdateUserProfile():
+                await c.update_user_profile(op.user, {name: new for name, _, new in op.changes})
             case CreateTeam():
                 return not await c.create_team(op.team, op.alias, op.settings, op.metadata)
             case UpdateTeam():

@@ -197,6 +197,20 @@ class DeparturesSettings(Section):
     ignore_users: list[str] = Field(default_factory=list)
 
 
+class UsersSettings(Section):
+    """How a Keycloak user is found in LiteLLM (see syncd/identity.py).
+
+    ``id_from`` picks the LiteLLM ``user_id`` of a Keycloak user: the Keycloak
+    user ``id`` (default), the ``username``, or the ``email``; choose what the
+    proxy's SSO login already writes, so SSO and syncd name a person alike.
+    ``link_by_email`` (opt-in) also takes over an existing LiteLLM user whose
+    email matches exactly (case-insensitively) when nobody else claims it.
+    """
+
+    id_from: Literal["id", "username", "email"] = "id"
+    link_by_email: bool = False
+
+
 _RENAMED_SAFETY = {
     "max_destructive_ops": "max_blocked (users and teams cut off) and max_deleted",
     "max_destructive_fraction": "max_blocked_fraction and max_deleted_fraction",
@@ -299,6 +313,7 @@ class Settings(BaseSettings):
     teams: TeamsSettings = TeamsSettings()
     members: MembersSettings = MembersSettings()
     departures: DeparturesSettings = DeparturesSettings()
+    users: UsersSettings = UsersSettings()
     safety: SafetySettings = SafetySettings()
     schedule: ScheduleSettings = ScheduleSettings()
     server: ServerSettings = ServerSettings()

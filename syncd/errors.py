@@ -22,6 +22,7 @@ class ExitCode(IntEnum):
     PARTIAL = 6  # some operations failed, the rest were applied
     BRAKE = 7  # safety brake held destructive operations back
     REFUSED = 8  # the proxy refused what the configuration asks for (enterprise_license)
+    WARNINGS = 9  # done with warnings: identity collisions left some users out (syncd.identity)
     INTERNAL = 10  # a bug: unexpected exception
     INTERRUPTED = 143  # --once stopped by SIGTERM/SIGINT (128 + 15, as a shell reports it)
 

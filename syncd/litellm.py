@@ -276,7 +276,10 @@ class LiteLLMClient:
             raise TargetWriteError(f"{path} returned a body that is not JSON") from None
         return body if isinstance(body, dict) else None
 
-    async def create_user(self, user_id: str, email: str | None, username: str) -> bool:
+    async def create_user(
+        self, user_id: str, email: str | None, username: str,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> bool:
         """Create a user; False when it exists already with this very id.
 
         A retry after a lost answer, or a second syncd run, meets LiteLLM's 409 "User
@@ -289,7 +292,7 @@ class LiteLLMClient:
             "user_alias": username,
             "user_role": "internal_user",
             "auto_create_key": False,  # LiteLLM would otherwise mint a personal key
-            "metadata": {MANAGED: True},
+            "metadata": {MANAGED: True, **(metadata or {})},
         }
         if email:
             body["user_email"] = email
@@ -311,6 +314,11 @@ class LiteLLMClient:
 
     async def update_user_metadata(self, user_id: str, metadata: Mapping[str, Any]) -> None:
         await self._post("/user/update", {"user_id": user_id, "metadata": dict(metadata)})
+
+    async def update_user_profile(self, user_id: str, fields: Mapping[str, Any]) -> None:
+        """``user_email`` / ``user_alias`` only. LiteLLM 1.110.2's /user/update does not
+        check that an email is unique (only /user/new does), so the planner does."""
+        await self._post("/user/update", {"user_id": user_id, **fields})
 
     async def create_team(
         self, team_id: str, alias: str, settings: TeamSettings, metadata: Mapping[str, Any]

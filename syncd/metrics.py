@@ -89,6 +89,12 @@ class Metrics:
         self.pending_changes = Gauge(
             "syncd_pending_changes", "Operations the last plan found to make.", registry=r
         )
+        self.unresolved_identities = Gauge(
+            "syncd_unresolved_identities",
+            "Keycloak users the last plan left out (or whose email it did not change) "
+            "for an identity collision: a shared email, a LiteLLM user it cannot link.",
+            registry=r,
+        )
         self.consecutive_failures = Gauge(
             "syncd_consecutive_failures", "Failed runs since the last success.", registry=r
         )

@@ -27,6 +27,9 @@ KEY_BLOCKED = "syncd_blocked"
 # On users whose LiteLLM id is not their Keycloak id (linked users): the
 # Keycloak user to re-read before anything destructive.
 KEYCLOAK_ID = "syncd_keycloak_id"
+# The users.id_from rule a user was created or linked under: a changed rule is
+# refused instead of creating a second LiteLLM user for everyone (syncd.identity).
+ID_FROM = "syncd_id_from"
 SCIM_ACTIVE = "scim_active"  # LiteLLM's own kill switch, honoured at key auth time
 
 # LiteLLM's identity for the master key; auto-added as admin to every team it creates.
@@ -135,6 +138,7 @@ class User:
     email: str | None = None
     role: str | None = None  # LiteLLM user_role
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    alias: str | None = None  # LiteLLM user_alias; syncd keeps it equal to the username
 
     @property
     def managed(self) -> bool:

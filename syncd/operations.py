@@ -73,6 +73,38 @@ class CreateUser(Operation):
     user: str
     email: str | None
     username: str
+    # syncd's bookkeeping besides the marker: the Keycloak id and the id_from rule.
+    metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LinkUser(Operation):
+    """Take over a LiteLLM user that existed before syncd (SSO login, made by hand):
+    syncd's marker is added to its metadata, every other key is kept, and so are
+    its keys, spend and memberships in unmanaged teams. Its own operation so a
+    dry run tells the operator who is taken over, and why (``how``)."""
+
+    KIND: ClassVar[str] = "link_user"
+    PHASE: ClassVar[int] = 0
+    user: str
+    username: str  # the Keycloak user it is linked to
+    how: str  # "id" (ids match under users.id_from) or "email" (users.link_by_email)
+    metadata: Mapping[str, Any]  # the full dict to store (LiteLLM replaces it)
+
+
+@dataclass(frozen=True)
+class UpdateUserProfile(Operation):
+    """``user_email`` and ``user_alias`` follow Keycloak (an email or username change).
+
+    Phase 1, after phase 0: LiteLLM's /user/update writes the stored metadata back
+    when none is sent, so it must not run at the same time as a metadata write of
+    the same user (LinkUser, UnblockUser, UpdateUserMetadata).
+    """
+
+    KIND: ClassVar[str] = "update_user_profile"
+    PHASE: ClassVar[int] = 1
+    user: str
+    changes: tuple[tuple[str, Any, Any], ...]  # (field, old, new): user_email, user_alias
 
 
 @dataclass(frozen=True)
@@ -257,6 +289,8 @@ class DeleteUser(Operation):
 
 ALL_KINDS: tuple[type[Operation], ...] = (
     CreateUser,
+    LinkUser,
+    UpdateUserProfile,
     UpdateUserMetadata,
     UnblockUser,
     CreateTeam,

@@ -36,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from syncd.evidence import GroupGone, UserOutside
+from syncd.identity import IdFrom, resolve
 from syncd.model import (
     ARCHIVED_AT,
     BLOCKED_AT,
@@ -65,6 +66,7 @@ from syncd.operations import (
     DeleteKey,
     DeleteTeam,
     DeleteUser,
+    LinkUser,
     Operation,
     RemoveMember,
     UnblockKey,
@@ -72,6 +74,7 @@ from syncd.operations import (
     UnblockUser,
     UpdateTeam,
     UpdateUserMetadata,
+    UpdateUserProfile,
 )
 
 
@@ -86,6 +89,8 @@ class Policy:
     removed_team_policy: Literal["block", "delete"] = "block"
     removed_team_grace: timedelta = timedelta(days=30)
     ignore_users: frozenset[str] = frozenset()  # LiteLLM user ids or emails
+    id_from: IdFrom = "id"  # users.id_from: the LiteLLM user_id of a Keycloak user
+    link_by_email: bool = False  # users.link_by_email (syncd.identity)
     # The brake counts people and teams, not API calls (see `brake`).
     max_blocked: int = 25
     max_blocked_fraction: float = 0.10
@@ -112,6 +117,9 @@ class Plan:
     # Destructive operations a fresh read did not confirm, with the reason;
     # filled in by `syncd.confirm` just before applying.
     unconfirmed: tuple[tuple[Operation, str], ...] = ()
+    # Keycloak users left out (or changes not made) for an identity collision;
+    # their warnings are in `warnings` (syncd.identity).
+    unresolved_identities: int = 0
 
     @property
     def braked(self) -> bool:
@@ -148,13 +156,16 @@ def _grace_over(stamp: Any, now: datetime, grace: timedelta) -> bool:
 
 class _Planner:
     def __init__(self, desired: Desired, actual: Actual, policy: Policy) -> None:
-        self.desired = desired
+        # Keycloak users as LiteLLM users (users.id_from, links, collisions): from
+        # here on `desired` is keyed by LiteLLM user id.
+        self.identities = resolve(desired, actual, policy.id_from, policy.link_by_email)
+        self.desired = self.identities.desired
         self.actual = actual
         self.policy = policy
         self.now = _stamp(policy.now)
         self.ops: list[Operation] = []
         self.skipped: list[Skipped] = []
-        self.warnings: list[str] = []
+        self.warnings: list[str] = list(self.identities.warnings)
         self.keys_by_user: dict[str, list[Key]] = defaultdict(list)
         self.keys_by_team: dict[str, list[Key]] = defaultdict(list)
         for key in sorted(actual.keys.values(), key=lambda k: k.token):
@@ -168,6 +179,8 @@ class _Planner:
 
     # -- protection -------------------------------------------------------
     def protected(self, user_id: str) -> bool:
+        if user_id in self.identities.held:
+            return True  # might be a Keycloak user with an identity collision: never guessed
         if user_id in (DEFAULT_USER_ID, self.actual.service_user_id):
             return True  # syncd's own identity, auto-added to every team it creates
         if user_id in self.policy.ignore_users:
@@ -278,6 +291,8 @@ class _Planner:
 
     def keycloak_id(self, user_id: str) -> str:
         """The Keycloak user behind a LiteLLM user, for re-reading it."""
+        if user_id in self.identities.keycloak_ids:
+            return self.identities.keycloak_ids[user_id]
         user = self.actual.users.get(user_id)
         stored = user.metadata.get(KEYCLOAK_ID) if user is not None else None
         return stored if isinstance(stored, str) and stored else user_id
@@ -308,7 +323,8 @@ class _Planner:
         for user_id in sorted(wanted):
             if user_id not in self.actual.users:
                 u = self.desired.users[user_id]
-                self.ops.append(CreateUser(user_id, u.email, u.username))
+                meta = self.identities.bookkeeping(user_id)
+                self.ops.append(CreateUser(user_id, u.email, u.username, meta))
                 self.unblock_keys(user_id)
         for user_id in sorted(self.actual.users):
             user = self.actual.users[user_id]
@@ -323,12 +339,20 @@ class _Planner:
 
     def plan_active_user(self, user: User) -> None:
         metadata = dict(user.metadata)
-        metadata[MANAGED] = True
+        metadata.update(self.identities.bookkeeping(user.user_id))
         was_blocked = metadata.pop(BLOCKED_AT, None) is not None
         if metadata.get(SCIM_ACTIVE) is False:
             metadata[SCIM_ACTIVE] = True
             was_blocked = True
-        if was_blocked:
+        how = self.identities.links.get(user.user_id)
+        changes = self.identities.profile.get(user.user_id)
+        if changes:
+            self.ops.append(UpdateUserProfile(user.user_id, changes))
+        if how is not None:
+            # One metadata write per user and run (LiteLLM replaces the dict).
+            username = self.desired.users[user.user_id].username
+            self.ops.append(LinkUser(user.user_id, username, how, metadata))
+        elif was_blocked:
             self.ops.append(UnblockUser(user.user_id, metadata))
         elif metadata != dict(user.metadata):
             self.ops.append(UpdateUserMetadata(user.user_id, metadata))
@@ -422,6 +446,7 @@ def make_plan(desired: Desired, actual: Actual, policy: Policy) -> Plan:
         tuple(planner.warnings),
         memberships,
         reason,
+        unresolved_identities=len(planner.identities.unresolved),
     )
 
 
@@ -483,6 +508,8 @@ def policy_from_settings(settings: Any, now: datetime, *, force: bool = False) -
         removed_team_policy=settings.teams.removed_policy,
         removed_team_grace=timedelta(days=settings.teams.removed_grace_days),
         ignore_users=frozenset(settings.departures.ignore_users),
+        id_from=settings.users.id_from,
+        link_by_email=settings.users.link_by_email,
         max_blocked=settings.safety.max_blocked,
         max_blocked_fraction=settings.safety.max_blocked_fraction,
         max_deleted=settings.safety.max_deleted,

@@ -26,6 +26,7 @@ from syncd.operations import (
     DeleteKey,
     DeleteTeam,
     DeleteUser,
+    LinkUser,
     Operation,
     RemoveMember,
     UnblockKey,
@@ -33,6 +34,7 @@ from syncd.operations import (
     UnblockUser,
     UpdateTeam,
     UpdateUserMetadata,
+    UpdateUserProfile,
 )
 from syncd.plan import Plan
 
@@ -90,6 +92,14 @@ def describe(op: Operation, names: Names | None = None) -> str:
             return f"create user {op.username} <{op.email or 'no email'}>"
         case UpdateUserMetadata():
             return f"mark user {n.user(op.user)} as managed by syncd"
+        case LinkUser():
+            why = "ids match under users.id_from" if op.how == "id" else \
+                "same email, users.link_by_email"
+            return (f"link existing LiteLLM user {op.user} to Keycloak user {op.username} "
+                    f"({why}; keys, spend and other teams kept)")
+        case UpdateUserProfile():
+            parts = [f"{name}: {_fmt(old)} -> {_fmt(new)}" for name, old, new in op.changes]
+            return f"update user {n.user(op.user)}: " + "; ".join(parts)
         case UnblockUser():
             return f"restore access of returning user {n.user(op.user)} (scim_active: true)"
         case CreateTeam():

@@ -161,6 +161,7 @@ async def _run(
         outcome.plan = plan
         outcome.warnings.extend(plan.warnings)
         metrics.pending_changes.set(len(plan.operations) + len(plan.held_back))
+        metrics.unresolved_identities.set(plan.unresolved_identities)
         if outcome.mode != "apply":  # dry run and check write nothing
             drift = bool(plan)
             outcome.result = "success"
@@ -205,6 +206,10 @@ async def _run(
             outcome.result, outcome.exit_code = "partial", ExitCode.PARTIAL
         else:
             outcome.result, outcome.exit_code = "success", ExitCode.OK
+            if plan.unresolved_identities:
+                # Everything else was done; some people need a person to look
+                # (their warnings name both sides). Not "partial": retrying won't help.
+                outcome.exit_code = ExitCode.WARNINGS
         if applied.config_error is not None:
             # The proxy refuses what the configuration asks for: one clear error on
             # every run until the configuration is fixed, never a "partial" that

@@ -21,6 +21,7 @@ from syncd.operations import (
     DeleteKey,
     DeleteTeam,
     DeleteUser,
+    LinkUser,
     Operation,
     RemoveMember,
     UnblockKey,
@@ -28,6 +29,7 @@ from syncd.operations import (
     UnblockUser,
     UpdateTeam,
     UpdateUserMetadata,
+    UpdateUserProfile,
 )
 
 
@@ -38,9 +40,19 @@ def apply_ops(actual: Actual, ops: tuple[Operation, ...]) -> Actual:
     for op in ops:
         match op:
             case CreateUser():
-                users[op.user] = User(op.user, op.email, "internal_user", {MANAGED: True})
-            case UpdateUserMetadata() | UnblockUser() | BlockUser():
+                users[op.user] = User(
+                    op.user, op.email, "internal_user", {MANAGED: True, **op.metadata},
+                    alias=op.username,
+                )
+            case UpdateUserMetadata() | UnblockUser() | BlockUser() | LinkUser():
                 users[op.user] = replace(users[op.user], metadata=dict(op.metadata))
+            case UpdateUserProfile():
+                fields = {n: new for n, _, new in op.changes}
+                user = users[op.user]
+                users[op.user] = replace(
+                    user, email=fields.get("user_email", user.email),
+                    alias=fields.get("user_alias", user.alias),
+                )
             case CreateTeam():
                 teams[op.team] = Team(
                     op.team, op.alias, op.settings, {DEFAULT_USER_ID: "admin"}, dict(op.metadata)
