@@ -13,6 +13,7 @@ import json
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TextIO
 
 import structlog
 
@@ -22,6 +23,7 @@ from syncd.errors import ConfigError, ExitCode
 from syncd.logs import configure
 from syncd.metrics import Metrics
 from syncd.report import plan_json, render_plan, summary_line
+from syncd.secrets import Secrets, mask
 from syncd.sync import Mode, RunOutcome, run_sync
 
 log = structlog.get_logger("syncd.cli")
@@ -59,8 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
-        print(f"syncd: {exc}", file=sys.stderr)
+        print(mask(f"syncd: {exc}"), file=sys.stderr)
         return ExitCode.CONFIG
+    # Known from now on, so that no output (logs, errors, stdout) can repeat them.
+    Secrets.add(settings.keycloak.secret())
+    Secrets.add(settings.litellm.key())
     configure(settings.logging.level, settings.logging.format)
     if args.command == "validate":
         print("configuration is valid")
@@ -120,6 +125,12 @@ async def _once_until_signalled(
             loop.remove_signal_handler(sig)
 
 
+def _print(*parts: object, file: TextIO | None = None) -> None:
+    """print, with every secret masked (syncd.secrets): plan lines, errors and the
+    summary may carry text a server sent."""
+    print(mask(" ".join(str(p) for p in parts)), file=file or sys.stdout)
+
+
 def print_outcome(outcome: RunOutcome, *, as_json: bool) -> None:
     names = outcome.names
     if as_json:
@@ -136,21 +147,23 @@ def print_outcome(outcome: RunOutcome, *, as_json: bool) -> None:
             ],
             "warnings": outcome.warnings,
         }
-        json.dump(doc, sys.stdout, indent=2, sort_keys=True, default=str)  # no copy as str
-        print()
+        # Masked as data (strings as they are) and once more as text (values that
+        # only become strings in the dump).
+        text = json.dumps(Secrets.mask_data(doc), indent=2, sort_keys=True, default=str)
+        _print(text)
         return
     if outcome.plan is not None:
-        print(render_plan(outcome.plan, names))
+        _print(render_plan(outcome.plan, names))
     if outcome.applied and outcome.applied.failed:
-        print(f"\n{len(outcome.applied.failed)} operation(s) failed:")
+        _print(f"\n{len(outcome.applied.failed)} operation(s) failed:")
         for op, err in outcome.applied.failed:
-            print(f"  {op.KIND}: {err}")
+            _print(f"  {op.KIND}: {err}")
     for w in outcome.warnings:
         if outcome.plan is None or w not in outcome.plan.warnings:
-            print(f"Warning: {w}")
+            _print(f"Warning: {w}")
     if outcome.error:
-        print(f"\nError: {outcome.error}", file=sys.stderr)
-    print(summary_line(outcome.stats))
+        _print(f"\nError: {outcome.error}", file=sys.stderr)
+    _print(summary_line(outcome.stats))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from tenacity import (
 
 from syncd.config import RetrySettings
 from syncd.metrics import Metrics
+from syncd.secrets import Secrets, cut
 
 log = structlog.get_logger("syncd.http")
 
@@ -87,13 +88,18 @@ class ApiClient:
         metrics: Metrics,
         counter: RequestCounter,
         headers: Mapping[str, str] | None = None,
+        auth: httpx.Auth | None = None,
     ) -> None:
+        """`auth` runs when a request is really sent (after its concurrency slot is
+        taken, on every retry), so a token it sets is as fresh as it can be."""
         self.target = target
+        _register_credentials(headers or {})
         self.client = httpx.AsyncClient(
             base_url=base_url,
             verify=verify,
             timeout=timeout,
             headers=dict(headers or {}),
+            auth=auth,
             limits=httpx.Limits(
                 max_connections=concurrency, max_keepalive_connections=concurrency
             ),
@@ -162,6 +168,7 @@ class ApiClient:
         params: Mapping[str, Any] | list[tuple[str, Any]] | None = None,
         json: Any = None,
         headers: Mapping[str, str] | None = None,
+        auth: httpx.Auth | None = None,
     ) -> httpx.Response:
         """Send one request (retrying transient failures); raise httpx.TransportError
         when the last attempt could not reach the server at all."""
@@ -172,7 +179,7 @@ class ApiClient:
             retry_error_callback=_last_outcome,
         )
         result: httpx.Response = await retrying(
-            self._send, method, path, params=params, json=json, headers=headers
+            self._send, method, path, params=params, json=json, headers=headers, auth=auth
         )
         return result
 
@@ -184,14 +191,18 @@ class ApiClient:
         params: Mapping[str, Any] | list[tuple[str, Any]] | None,
         json: Any,
         headers: Mapping[str, str] | None,
+        auth: httpx.Auth | None = None,
     ) -> httpx.Response:
         async with self.semaphore:
             self.counter.add(self.target, method)
             start = time.perf_counter()
             status = "error"
             try:
+                # `auth` (or the client's) runs inside this call: the token is
+                # taken now, with the slot held, not when the request was queued.
                 response = await self.client.request(
-                    method, path, params=params, json=json, headers=headers
+                    method, path, params=params, json=json, headers=headers,
+                    auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
                 )
                 status = str(response.status_code)
                 return response
@@ -257,13 +268,14 @@ def _describe_outcome(state: RetryCallState) -> str:
         return ""
     if outcome.failed:
         exc = outcome.exception()
-        return f"{type(exc).__name__}: {exc}"
+        return cut(f"{type(exc).__name__}: {exc}")
     return f"HTTP {outcome.result().status_code}"
 
 
 def describe_transport_error(exc: BaseException) -> str:
-    """A person-readable reason for a failure to reach a server (TLS, DNS, refused)."""
-    text = str(exc) or type(exc).__name__
+    """A person-readable reason for a failure to reach a server (TLS, DNS, refused),
+    masked and cut: a proxy's or library's message may quote a URL with credentials."""
+    text = cut(str(exc) or type(exc).__name__)
     lowered = text.lower()
     if "certificate" in lowered or "ssl" in lowered:
         return f"TLS error ({text}); check verify_tls / ca_bundle"
@@ -272,3 +284,27 @@ def describe_transport_error(exc: BaseException) -> str:
     if isinstance(exc, httpx.ConnectError):
         return f"cannot connect ({text})"
     return f"{type(exc).__name__}: {text}"
+
+
+_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key", "x-litellm-api-key")
+
+
+def _register_credentials(headers: Mapping[str, str]) -> None:
+    """Register the credentials a client sends on every request (LiteLLM's key in
+    ``Authorization: Bearer ...``) as secrets, so no output can repeat them."""
+    for name, value in headers.items():
+        if name.lower() in _CREDENTIAL_HEADERS:
+            Secrets.add(value)
+            scheme, _, credential = value.partition(" ")
+            if credential and scheme.lower() in ("bearer", "basic"):
+                Secrets.add(credential.strip())
+
+
+def body_summary(response: httpx.Response) -> str:
+    """What an error answer was, without quoting it ("non-JSON body of 446 bytes,
+    text/html"; callers prefix "HTTP <status>: "): a body that is not the API's
+    JSON (an ingress's HTML page, a proxy's text) may echo the request, headers
+    and credentials included, so only its size and type are told."""
+    size = len(response.content)
+    kind = response.headers.get("content-type", "").split(";", 1)[0].strip() or "no type"
+    return f"non-JSON body of {size} bytes, {kind}" if size else "empty body"

@@ -11,8 +11,9 @@ likely cause, and nothing downstream writes: unknown is not empty.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -30,6 +31,7 @@ from syncd.config import Settings, TeamSettingsSpec
 from syncd.errors import SourceReadError
 from syncd.http import ApiClient, describe_transport_error, gather_or_cancel
 from syncd.model import Desired, DesiredTeam, DesiredUser, Role, TeamSettings
+from syncd.secrets import Secrets, cut
 
 log = structlog.get_logger("syncd.keycloak")
 
@@ -61,16 +63,25 @@ class Member:
     enabled: bool
 
 
-class TokenProvider:
-    """One access token shared by all concurrent reads.
+class TokenProvider(httpx.Auth):
+    """One access token shared by all concurrent reads, set on each request as it
+    is sent (an httpx auth flow).
 
     python-keycloak's async calls each refresh on their own, which turns a
     burst of concurrent reads into a burst of token requests; here the first
     caller refreshes under a lock and the rest reuse its token.
+
+    Realms may give tokens a few seconds of life, and a read of a large tree
+    through a slow link outlives many. So the token is taken when the request
+    really leaves (httpx runs the flow after ApiClient's concurrency slot is
+    held, and again for each retry), it is renewed ahead of its expiry
+    (`refresh_margin`), and a 401 from the admin API gets one fresh token and
+    one resend. Every token is registered with `Secrets` when fetched.
     """
 
     def __init__(self, settings: Settings) -> None:
         kc = settings.keycloak
+        Secrets.add(kc.secret())
         self._openid = KeycloakOpenID(
             server_url=kc.url + "/",
             realm_name=kc.realm,
@@ -94,6 +105,25 @@ class TokenProvider:
     async def aclose(self) -> None:
         await self._openid.connection.aclose()
 
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
+        raise RuntimeError("TokenProvider is for httpx.AsyncClient only")
+        yield request  # pragma: no cover (makes this a generator)
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        token = await self.get()
+        request.headers["Authorization"] = f"Bearer {token}"
+        response = yield request
+        if response.status_code == 401:
+            # Expired early (clock skew), or revoked (realm "not before"): one
+            # fresh token and one resend; a second 401 is the caller's to report.
+            log.info("keycloak_token_rejected", path=request.url.path,
+                     action="fresh token, one resend")
+            token = await self.get(stale=token)
+            request.headers["Authorization"] = f"Bearer {token}"
+            yield request
+
     async def get(self, *, stale: str | None = None) -> str:
         """A valid token; `stale` is one the server just rejected with 401."""
         async with self._lock:
@@ -106,6 +136,7 @@ class TokenProvider:
 
     async def _fetch(self) -> str:
         where = f"Keycloak token request for client '{self._client_id}' in realm '{self._realm}'"
+        asked = time.monotonic()
         try:
             reply = await self._token_request()
         except KeycloakAuthenticationError as exc:
@@ -120,15 +151,22 @@ class TokenProvider:
             ) from None
         except KeycloakError as exc:
             raise SourceReadError(
-                f"{where} failed: HTTP {exc.response_code}: {_short(exc.error_message)} "
+                f"{where} failed: HTTP {exc.response_code}: {_keycloak_error(exc)} "
                 "(is the realm right, and does the client have service accounts enabled?)"
             ) from None
         token = reply.get("access_token") if isinstance(reply, dict) else None
         if not isinstance(token, str):
             raise SourceReadError(f"{where} returned no access_token")
+        Secrets.add_token(token)
+        refresh = reply.get("refresh_token")
+        if isinstance(refresh, str):
+            Secrets.add_token(refresh)
         self.fetched += 1
-        lifetime = float(reply.get("expires_in") or 60)
-        self._expires_at = time.monotonic() + lifetime * 0.9
+        lifetime = _seconds(reply.get("expires_in"), 60.0)
+        # Counted from when the request was sent: Keycloak's clock started then,
+        # and a slow link may have taken a good part of the lifetime already.
+        self._expires_at = asked + lifetime - refresh_margin(lifetime)
+        log.debug("keycloak_token_fetched", expires_in=lifetime)
         return token
 
     async def _token_request(self) -> Any:
@@ -151,9 +189,45 @@ class TokenProvider:
                 self.observe("POST", status, time.perf_counter() - start)
 
 
-def _short(value: Any, limit: int = 200) -> str:
-    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-    return text if len(text) <= limit else text[:limit] + "..."
+def refresh_margin(lifetime: float) -> float:
+    """How long before its expiry a token is renewed: a tenth of its life, at
+    least 2 s (a request may wait that long on a slow link after the token is
+    set), at most half of it (a 5 s token is used for 3 s, a 5 min one for 4.5)."""
+    return min(lifetime / 2, max(2.0, lifetime / 10))
+
+
+def _seconds(value: Any, default: float) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return default
+    return seconds if 0 < seconds < 10**7 else default
+
+
+def _error_fields(body: bytes, content_type: str | None = None) -> str:
+    """Keycloak's own error fields (``error_description``, ``errorMessage``,
+    ``error``), masked and cut; any other body only by size and type, since an
+    ingress's error page may echo the request (token, client secret)."""
+    try:
+        parsed = json.loads(body) if body else None
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        for name in ("error_description", "errorMessage", "error", "message"):
+            if isinstance(parsed.get(name), str) and parsed[name]:
+                return cut(parsed[name])
+    if not body:
+        return "empty body"
+    kind = (content_type or "").split(";", 1)[0].strip() or "no type"
+    return f"non-JSON body of {len(body)} bytes, {kind}"
+
+
+def _keycloak_error(exc: KeycloakError) -> str:
+    body = exc.response_body
+    if body is None:
+        raw = exc.error_message
+        body = raw if isinstance(raw, bytes) else str(raw).encode()
+    return _error_fields(body)
 
 
 class KeycloakReader:
@@ -173,21 +247,14 @@ class KeycloakReader:
     async def _get(self, path: str, params: Mapping[str, Any], *, missing_ok: bool = False) -> Any:
         """The JSON reply; with `missing_ok`, None for a 404 (a subject that is gone)."""
         what = f"Keycloak GET {self.prefix}{path}"
-        token = await self.tokens.get()
-        for attempt in (1, 2):
-            try:
-                response = await self.api.request(
-                    "GET",
-                    self.prefix + path,
-                    params=params,
-                    headers={"Authorization": f"Bearer {token}"},
-                )
-            except httpx.TransportError as exc:
-                raise SourceReadError(f"{what} failed: {describe_transport_error(exc)}") from None
-            if response.status_code == 401 and attempt == 1:
-                token = await self.tokens.get(stale=token)
-                continue
-            break
+        try:
+            # The token is set by `self.tokens` as the request is sent, and a 401
+            # is answered there with one fresh token and one resend.
+            response = await self.api.request(
+                "GET", self.prefix + path, params=params, auth=self.tokens
+            )
+        except httpx.TransportError as exc:
+            raise SourceReadError(f"{what} failed: {describe_transport_error(exc)}") from None
         if response.status_code == 404 and missing_ok:
             return None
         if response.status_code != 200:
@@ -201,7 +268,10 @@ class KeycloakReader:
         code = response.status_code
         client = self.settings.keycloak.client_id
         if code == 401:
-            return "HTTP 401: the token was rejected"
+            return (
+                "HTTP 401: the token was rejected, and a fresh one too (is the client's "
+                "service account enabled, and the realm's 'not before' in the past?)"
+            )
         if code == 403:
             return (
                 f"HTTP 403 forbidden: the service account of client '{client}' lacks the "
@@ -209,7 +279,8 @@ class KeycloakReader:
             )
         if code == 404:
             return f"HTTP 404 not found (does realm '{self.settings.keycloak.realm}' exist?)"
-        return f"HTTP {code}: {_short(response.text)}"
+        kind = response.headers.get("content-type")
+        return f"HTTP {code}: {_error_fields(response.content, kind)}"
 
     async def _pages(self, path: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         """All items of a paged listing; the page size is always explicit.

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import httpx
 
 from syncd.errors import TargetReadError, TargetWriteError
-from syncd.http import ApiClient, describe_transport_error, gather_or_cancel
+from syncd.http import ApiClient, body_summary, describe_transport_error, gather_or_cancel
 from syncd.model import (
     DEFAULT_USER_ID,
     MANAGED,
@@ -28,6 +28,7 @@ from syncd.model import (
     TeamSettings,
     User,
 )
+from syncd.secrets import cut
 
 T = TypeVar("T")
 PREMIUM_HINT = "premium"  # LiteLLM: "Assigning team admins is a premium feature"
@@ -40,23 +41,32 @@ def _already_exists(exc: TargetWriteError) -> bool:
 
 
 def error_text(response: httpx.Response) -> str:
-    """The message of any of LiteLLM's error shapes, or the raw text."""
+    """The message of any of LiteLLM's error shapes (``error.message``, ``detail``,
+    ``detail.error``), masked and cut to 200 characters; never the raw body.
+
+    A body that is not LiteLLM's JSON (an ingress's or debug page's HTML may
+    echo the request, ``Authorization: Bearer <key>`` included) is described
+    by size and type only.
+    """
     try:
         body = response.json()
     except ValueError:
-        return response.text[:300]
+        return body_summary(response)
+    message: Any = None
     if isinstance(body, dict):
         err = body.get("error")
-        if isinstance(err, dict) and "message" in err:
-            return str(err["message"])
         detail = body.get("detail")
-        if isinstance(detail, dict):
-            return str(detail.get("error", detail))
-        if detail is not None:
-            return str(detail)[:300]
-        if isinstance(err, str):
-            return err
-    return str(body)[:300]
+        if isinstance(err, dict) and "message" in err:
+            message = err["message"]
+        elif isinstance(detail, dict):
+            message = detail.get("error", detail)
+        elif detail is not None:
+            message = detail
+        elif isinstance(err, str):
+            message = err
+    if message is None:
+        return f"JSON body without error.message or detail ({len(response.content)} bytes)"
+    return cut(str(message))
 
 
 def error_type(response: httpx.Response) -> str:

@@ -1,9 +1,12 @@
 """structlog set-up: JSON lines when not on a terminal, readable text on one.
 
 Every event of a run carries `run_id` (bound with contextvars by the runner).
-Secrets never reach a log call: settings hold them as SecretStr and the
-clients never log headers or bodies; `_redact` is a last line of defence for
-the field names that could carry them.
+Settings hold secrets as SecretStr and the clients never log headers or
+bodies, but server text (an error page echoing ``Authorization``) can still
+reach an event: `_mask` masks every registered secret value and secret
+pattern (syncd.secrets) in each field, and `_mask_rendered` once more in the
+rendered line (objects rendered by repr). `_redact` blanks fields whose name
+says secret.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any
 
 import structlog
 
+from syncd.secrets import Secrets
+
 _SECRET_FIELDS = frozenset(
     {"client_secret", "api_key", "authorization", "token", "key", "password", "access_token"}
 )
@@ -25,6 +30,16 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
         if name.lower() in _SECRET_FIELDS:
             event[name] = "[redacted]"
     return event
+
+
+def _mask(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for name, value in list(event.items()):
+        event[name] = Secrets.mask_data(value)
+    return event
+
+
+def _mask_rendered(_: Any, __: str, line: Any) -> Any:
+    return Secrets.mask(line) if isinstance(line, str) else line
 
 
 def configure(level: str = "info", fmt: str = "auto") -> None:
@@ -41,7 +56,9 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _redact,
             structlog.processors.format_exc_info,
+            _mask,
             renderer,
+            _mask_rendered,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]

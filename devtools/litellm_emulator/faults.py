@@ -59,6 +59,10 @@ class FaultRule(BaseModel):
     jitter_ms: float = Field(default=0.0, ge=0)
     error_rate: float = Field(default=0.0, ge=0, le=1)
     error_status: Literal[500, 502, 503] = 503
+    error_body: Literal["json", "html_echo"] = "json"
+    """``html_echo``: the error is an HTML page echoing the request line and headers
+    (``Authorization`` included), as ingress and debug error pages do; what
+    syncd must never repeat in its output."""
     rate_limit_rate: float = Field(default=0.0, ge=0, le=1)
     retry_after_s: int = Field(default=1, ge=0)
     drop_rate: float = Field(default=0.0, ge=0, le=1)
@@ -124,6 +128,7 @@ class FaultDecision:
     after_latency_s: float = 0.0  # after the API answered, before the answer is sent
     after: bool = False  # the fault replaces the API's answer instead of the request
     stall_s: float = 0.0
+    error_body: str = "json"
 
     @property
     def touches_answer(self) -> bool:
@@ -195,6 +200,7 @@ class FaultInjector:
             after_latency_s=after,
             after=rule.phase == "after",
             stall_s=rule.stall_ms / 1000.0,
+            error_body=rule.error_body,
         )
 
 
@@ -358,6 +364,10 @@ class EmulatorMiddleware:
                 [(b"retry-after", str(decision.retry_after_s).encode())],
             )
             return
+        if decision.action == "error" and decision.error_body == "html_echo":
+            self.counters.count_fault(str(decision.status) + suffix)
+            await _send_html_echo(send, decision.status, scope)
+            return
         if decision.action == "error":
             self.counters.count_fault(str(decision.status) + suffix)
             await _send_json(
@@ -406,6 +416,31 @@ async def _send_json(
                 (b"content-length", str(len(payload)).encode()),
                 (b"x-litellm-emulator-fault", b"1"),
                 *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def _send_html_echo(send: Send, status: int, scope: Scope) -> None:
+    """An HTML error page that repeats the request, headers and all."""
+    from html import escape
+
+    lines = [f"{scope['method']} {scope['path']}"] + [
+        f"{k.decode('latin-1')}: {v.decode('latin-1')}" for k, v in scope["headers"]
+    ]
+    payload = (
+        f"<html><body><h1>{status} Internal Server Error</h1><pre>"
+        f"{escape(chr(10).join(lines))}</pre></body></html>"
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"text/html; charset=utf-8"),
+                (b"content-length", str(len(payload)).encode()),
+                (b"x-litellm-emulator-fault", b"1"),
             ],
         }
     )
