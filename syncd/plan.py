@@ -379,8 +379,8 @@ class _Planner:
                 self.ops.append(DeleteUser(uid, reason, evidence))
                 return
             self.block_user(user, reason, evidence)
-            for team_id in sorted(self.managed):
-                if uid in self.managed[team_id].members:
+            for team_id in sorted(self.owned_teams()):
+                if uid in self.actual.teams[team_id].members:
                     self.ops.append(RemoveMember(team_id, uid, reason, evidence))
             for key in keys:
                 self.ops.append(DeleteKey(key.token, uid, key.team_id, key.label, reason, evidence))
@@ -396,6 +396,12 @@ class _Planner:
             self.ops.append(
                 BlockKey(key.token, uid, key.team_id, key.label, reason, key_meta, evidence)
             )
+
+    def owned_teams(self) -> set[str]:
+        """Teams this plan manages: marked ones, and existing ones it adopts now."""
+        skipped = {s.team for s in self.skipped}
+        adopted = {t for t in self.desired.teams if t in self.actual.teams and t not in skipped}
+        return set(self.managed) | adopted
 
     def block_user(self, user: User, reason: str, evidence: UserOutside) -> None:
         """The kill switch, unless it is already thrown by syncd."""

@@ -544,6 +544,7 @@ def test_no_irreversible_step_within_the_grace_period(
             assert policy.departure_policy == "delete"
             stamp = have.users[user].metadata.get(BLOCKED_AT)
             assert stamp == LONG_AGO, (op, stamp)
+            continue
         if isinstance(op, DeleteTeam):
             assert policy.removed_team_policy == "delete"
             assert have.teams[op.team].metadata.get(ARCHIVED_AT) == LONG_AGO
