@@ -259,6 +259,10 @@ def resolve(
                     + ", ".join(_who(u) for u in clash))))
             else:
                 changes.append(("user_email", have.email, k.email))
+        elif email is not None and len(kc_by_email[email]) > 1:
+            unresolved.append(Unresolved(kc, k.username, (
+                f"Keycloak user {k.username} ({kc}) shares its email {k.email} with "
+                f"{others(k)}; LiteLLM user {uid} is left as it is")))
         if changes:
             profile[uid] = tuple(changes)
 
