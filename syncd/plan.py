@@ -490,7 +490,7 @@ def brake(
 
     cut = _subjects(ops, irreversible=False)
     deleted = _subjects(ops, irreversible=True)
-    why_cut = over(len(cut | deleted), policy.max_blocked, policy.max_blocked_fraction, "blocked")
+    why_cut = over(len(cut), policy.max_blocked, policy.max_blocked_fraction, "blocked")
     if why_cut:
         why = f"users and teams to cut off: {why_cut}"
         return tuple(op for op in ops if op.DESTRUCTIVE), why
