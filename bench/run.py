@@ -298,23 +298,24 @@ def verify_litellm(bench: Bench, model: KeycloakModel, label: str) -> bool:
     problems: list[str] = []
     teams = {t["team_id"]: t for t in state["teams"]}
     users = {u["user_id"]: u for u in state["users"]}
+    active = {bench.uid(u) for u in model.desired_users()}
+    departed = {uid for uid in users if uid != DEFAULT_USER and uid not in active}
     for path, members in model.desired_members().items():
         team = teams.get(bench.gid(path))
         if team is None:
             problems.append(f"team {path} missing")
             continue
+        # departed users keep their memberships (cut off by the kill switch)
         got = {m["user_id"] for m in team["members_with_roles"]
-               if m.get("user_id") and m["user_id"] != DEFAULT_USER}
+               if m.get("user_id") and m["user_id"] != DEFAULT_USER} - departed
         if got != {bench.uid(u) for u in members}:
             problems.append(f"team {path}: members differ")
         if not (team.get("metadata") or {}).get("syncd_managed"):
             problems.append(f"team {path}: not marked managed")
-    active = {bench.uid(u) for u in model.desired_users()}
     for uid in active:
         meta = (users.get(uid) or {}).get("metadata") or {}
         if meta.get("syncd_managed") is not True or meta.get("scim_active") is False:
             problems.append(f"user {uid}: missing or not active")
-    departed = {uid for uid in users if uid != DEFAULT_USER and uid not in active}
     for uid in departed:
         if (users[uid].get("metadata") or {}).get("scim_active") is not False:
             problems.append(f"departed user {uid}: kill switch off")
