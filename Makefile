@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint unit integration clean
+.PHONY: setup tools demo test lint unit integration clean
 
 setup: $(STAMP)
 
@@ -20,7 +20,12 @@ lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m mypy --strict syncd
 
-test: lint
+# helm, promtool/prometheus, the Pushgateway and hadolint, which the deploy,
+# service and alert tests use (cached; see devtools/install_tools.sh).
+tools:
+	bash devtools/install_tools.sh
+
+test: lint tools
 	$(PY) -m pytest
 
 clean:
