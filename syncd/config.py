@@ -7,15 +7,26 @@ first: environment variables (``SYNCD_<SECTION>__<KEY>``, e.g.
 come either inline (env is preferred) or from a file (``*_file`` keys, for
 Kubernetes secret mounts); files are read here so that a missing mount fails
 the start rather than the first sync.
+
+Bad input of any kind (a file that is not UTF-8 or over `MAX_CONFIG_BYTES`,
+duplicate YAML keys, an unknown ``SYNCD_`` variable, invalid JSON in an
+environment value, a non-finite or out-of-range number) is one `ConfigError`
+whose message is a single line, so `syncd validate` and a real run answer the
+same way, with exit 3, before any connection. syncd reads the environment itself
+rather than through pydantic-settings' env source because that source ignores
+misspelt variables and reports bad JSON without naming the variable.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
 import re
-from contextvars import ContextVar
+import types
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 import httpx
 import yaml
@@ -28,16 +39,29 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
 
 from syncd.errors import ConfigError
 
 ENV_PREFIX = "SYNCD_"
 CONFIG_ENV = "SYNCD_CONFIG"
+MAX_CONFIG_BYTES = 1024 * 1024  # a real file is a few KiB; 50 MB once took a minute and 1 GB
+MAX_SECRET_BYTES = 64 * 1024
+# SYNCD_ variables that are not settings: the config path and the dev tooling's own.
+NOT_SETTINGS = frozenset({CONFIG_ENV, "SYNCD_CACHE_DIR", "SYNCD_JAVA_HOME", "SYNCD_NO_JDK_INSTALL"})
+# Kubernetes service links for a Service named `syncd` (the chart turns them off with
+# enableServiceLinks: false, other manifests may not): SYNCD_PORT, SYNCD_SERVICE_HOST, ...
+_SERVICE_LINK = re.compile(
+    r"SYNCD_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)"
+)
+MAX_ERRORS_SHOWN = 5
+
+# Upper bounds: far above any sane value, low enough that timedelta, the scheduler and
+# the HTTP client never overflow or wait for ever (grace_days: 1e10 used to exit 10).
+MAX_DAYS = 3650.0  # ten years
+MAX_TIMEOUT = 600.0  # one request
+MAX_INTERVAL = 7 * 86400.0
+MAX_WAIT = 3600.0  # jitter, backoff, shutdown
+MAX_COUNT = 1_000_000
 
 
 def _check_url(value: str) -> str:
@@ -65,7 +89,9 @@ def _check_duration(value: str | None) -> str | None:
 class Section(BaseModel):
     """Base for all sections: unknown keys are errors, not silently ignored."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # old key -> what replaced it; such a key gets that hint instead of "unknown"
+    RENAMED: ClassVar[dict[str, str]] = {}
 
 
 class TLS(Section):
@@ -84,9 +110,16 @@ def _read_secret(inline: SecretStr | None, path: Path | None, key: str) -> Secre
         raise ValueError(f"set either {key} or {key}_file, not both")
     if path is not None:
         try:
-            text = path.read_text(encoding="utf-8").strip()
+            raw = _read_capped(path, MAX_SECRET_BYTES)
         except OSError as exc:
             raise ValueError(f"{key}_file: cannot read {path}: {exc.strerror}") from None
+        except _TooLargeError:
+            raise ValueError(f"{key}_file: {path} is over {MAX_SECRET_BYTES // 1024} KiB; "
+                             "is it the right file?") from None
+        try:
+            text = raw.decode("utf-8-sig").strip()
+        except UnicodeDecodeError:
+            raise ValueError(f"{key}_file: {path} is not UTF-8 text") from None
         if not text:
             raise ValueError(f"{key}_file: {path} is empty")
         return SecretStr(text)
@@ -103,7 +136,7 @@ class KeycloakSettings(TLS):
     client_id: str = Field(min_length=1)
     client_secret: SecretStr | None = None
     client_secret_file: Path | None = None
-    timeout_seconds: float = Field(default=10.0, gt=0)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=MAX_TIMEOUT)
     page_size: int = Field(default=100, ge=1, le=1000)
     concurrency: int = Field(default=8, ge=1, le=64)
 
@@ -123,10 +156,10 @@ class LiteLLMSettings(TLS):
     url: HttpUrlStr
     api_key: SecretStr | None = None
     api_key_file: Path | None = None
-    timeout_seconds: float = Field(default=30.0, gt=0)
+    timeout_seconds: float = Field(default=30.0, gt=0, le=MAX_TIMEOUT)
     page_size: int = Field(default=100, ge=1, le=100)
     concurrency: int = Field(default=8, ge=1, le=64)
-    changed_by: str = Field(default="syncd", min_length=1)
+    changed_by: str = Field(default="syncd", min_length=1, max_length=200)
     enterprise_license: bool = False
 
     @model_validator(mode="after")
@@ -169,10 +202,10 @@ class TeamSettingsSpec(Section):
     """LiteLLM team settings syncd enforces; a field left unset is not managed."""
 
     models: list[str] | None = None
-    max_budget: float | None = Field(default=None, ge=0)
+    max_budget: float | None = Field(default=None, ge=0, le=1e12)
     budget_duration: Annotated[str | None, AfterValidator(_check_duration)] = None
-    tpm_limit: int | None = Field(default=None, ge=0)
-    rpm_limit: int | None = Field(default=None, ge=0)
+    tpm_limit: int | None = Field(default=None, ge=0, le=10**12)
+    rpm_limit: int | None = Field(default=None, ge=0, le=10**12)
 
 
 class TeamsSettings(Section):
@@ -182,7 +215,7 @@ class TeamsSettings(Section):
     defaults: TeamSettingsSpec = TeamSettingsSpec()
     overrides: dict[GroupPath, TeamSettingsSpec] = Field(default_factory=dict)
     removed_policy: Literal["block", "delete"] = "block"
-    removed_grace_days: float = Field(default=30.0, ge=0)
+    removed_grace_days: float = Field(default=30.0, ge=0, le=MAX_DAYS)
 
 
 class MembersSettings(Section):
@@ -192,7 +225,7 @@ class MembersSettings(Section):
 
 class DeparturesSettings(Section):
     policy: Literal["block", "delete"] = "block"
-    grace_days: float = Field(default=30.0, ge=0)
+    grace_days: float = Field(default=30.0, ge=0, le=MAX_DAYS)
     delete_users: bool = False
     ignore_users: list[str] = Field(default_factory=list)
 
@@ -221,9 +254,11 @@ class SafetySettings(Section):
     """The brake counts users and teams affected, not API calls; deletions and
     removals (irreversible) have their own, stricter limits."""
 
-    max_blocked: int = Field(default=25, ge=0, le=1_000_000)
+    RENAMED: ClassVar[dict[str, str]] = _RENAMED_SAFETY
+
+    max_blocked: int = Field(default=25, ge=0, le=MAX_COUNT)
     max_blocked_fraction: float = Field(default=0.10, ge=0, le=1)
-    max_deleted: int = Field(default=10, ge=0, le=1_000_000)
+    max_deleted: int = Field(default=10, ge=0, le=MAX_COUNT)
     max_deleted_fraction: float = Field(default=0.05, ge=0, le=1)
     fraction_from_memberships: int = Field(default=100, ge=0, le=100_000_000)
 
@@ -231,7 +266,7 @@ class SafetySettings(Section):
     @classmethod
     def _renamed(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            for old, new in _RENAMED_SAFETY.items():
+            for old, new in cls.RENAMED.items():
                 if old in data:
                     raise ValueError(f"safety.{old} was replaced by {new} (they count people)")
         return data
@@ -250,10 +285,10 @@ def _check_cron(value: str | None) -> str | None:
 
 
 class ScheduleSettings(Section):
-    interval_seconds: float = Field(default=300.0, gt=0)
+    interval_seconds: float = Field(default=300.0, gt=0, le=MAX_INTERVAL)
     cron: Annotated[str | None, AfterValidator(_check_cron)] = None
-    jitter_seconds: float = Field(default=30.0, ge=0)
-    shutdown_timeout_seconds: float = Field(default=60.0, gt=0)
+    jitter_seconds: float = Field(default=30.0, ge=0, le=MAX_WAIT)
+    shutdown_timeout_seconds: float = Field(default=60.0, gt=0, le=MAX_WAIT)
 
 
 class ServerSettings(Section):
@@ -262,21 +297,21 @@ class ServerSettings(Section):
 
 
 class ReadinessSettings(Section):
-    max_consecutive_failures: int = Field(default=3, ge=1)
-    max_success_age_seconds: float = Field(default=1800.0, gt=0)
+    max_consecutive_failures: int = Field(default=3, ge=1, le=10_000)
+    max_success_age_seconds: float = Field(default=1800.0, gt=0, le=30 * 86400.0)
 
 
 class PushgatewaySettings(Section):
     url: HttpUrlStr | None = None
     job: str = "syncd"
-    timeout_seconds: float = Field(default=5.0, gt=0)
+    timeout_seconds: float = Field(default=5.0, gt=0, le=MAX_TIMEOUT)
 
 
 class RetrySettings(Section):
     max_attempts: int = Field(default=5, ge=1, le=20)
-    initial_backoff_seconds: float = Field(default=0.5, ge=0)
-    max_backoff_seconds: float = Field(default=30.0, ge=0)
-    max_retries_per_run: int = Field(default=500, ge=0)
+    initial_backoff_seconds: float = Field(default=0.5, ge=0, le=MAX_WAIT)
+    max_backoff_seconds: float = Field(default=30.0, ge=0, le=MAX_WAIT)
+    max_retries_per_run: int = Field(default=500, ge=0, le=MAX_COUNT)
 
 
 class LoggingSettings(Section):
@@ -284,28 +319,14 @@ class LoggingSettings(Section):
     format: Literal["auto", "json", "console"] = "auto"
 
 
-_yaml_data: ContextVar[dict[str, Any]] = ContextVar("_yaml_data", default={})  # noqa: B039
+class Settings(BaseModel):
+    """All of syncd's configuration; see config/syncd.example.yaml for every key.
 
+    Built by `load_settings` (file + environment) or directly from keyword
+    arguments (tests); constructing it never reads the environment itself.
+    """
 
-class _YamlSource(PydanticBaseSettingsSource):
-    """Feeds the already-parsed YAML file in below the environment."""
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return _yaml_data.get().get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return dict(_yaml_data.get())
-
-
-class Settings(BaseSettings):
-    """All of syncd's configuration; see config/syncd.example.yaml for every key."""
-
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        env_nested_delimiter="__",
-        extra="forbid",
-        frozen=True,
-    )
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     keycloak: KeycloakSettings
     litellm: LiteLLMSettings
@@ -322,68 +343,268 @@ class Settings(BaseSettings):
     retries: RetrySettings = RetrySettings()
     logging: LoggingSettings = LoggingSettings()
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+class _TooLargeError(Exception):
+    pass
 
 
-def _format_errors(exc: ValidationError, origin: str) -> str:
-    lines = []
-    for err in exc.errors(include_url=False, include_input=False):
+def _read_capped(path: Path, cap: int) -> bytes:
+    """Read at most ``cap`` bytes: the size is checked before anything is parsed, and a
+    file that grows (or is not a regular file) cannot make syncd read for ever."""
+    with path.open("rb") as fh:
+        if os.fstat(fh.fileno()).st_size > cap:
+            raise _TooLargeError
+        data = fh.read(cap + 1)
+    if len(data) > cap:
+        raise _TooLargeError
+    return data
+
+
+def _line_col(text: str | bytes, pos: int) -> str:
+    nl = "\n" if isinstance(text, str) else b"\n"
+    line = text.count(nl, 0, pos) + 1  # type: ignore[arg-type]
+    col = pos - (text.rfind(nl, 0, pos) + 1) + 1  # type: ignore[arg-type]
+    return f"line {line}, column {col}"
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, except that a key given twice in one mapping is an error
+    (PyYAML silently keeps the last one). Merge keys (``<<: *anchor``) may still be
+    overridden by explicit keys: that is what they are for."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.get(key)
+            except TypeError:  # unhashable: the base class reports it
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    problem=f"duplicate key {key!r}", problem_mark=key_node.start_mark,
+                    context=f"first at line {first.start_mark.line + 1}",
+                )
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
+    """PyYAML's messages span several lines with a source excerpt; keep one line."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        return (f"unacceptable character #x{exc.character:04x} "
+                f"at {_line_col(text, exc.position)}: {exc.reason}")
+    if isinstance(exc, yaml.MarkedYAMLError):
+        problem = exc.problem or exc.context or "syntax error"
+        mark = exc.problem_mark or exc.context_mark
+        if mark is not None:
+            problem += f" at line {mark.line + 1}, column {mark.column + 1}"
+        if exc.problem and exc.context:
+            at = f" at line {exc.context_mark.line + 1}" if exc.context_mark else ""
+            problem += f" ({exc.context}{at})"
+        return problem
+    return " ".join(str(exc).split())
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        raw = _read_capped(path, MAX_CONFIG_BYTES)
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
+    except _TooLargeError:
+        raise ConfigError(f"configuration file {path} is over the 1 MiB limit "
+                          f"({MAX_CONFIG_BYTES} bytes); is it the right file?") from None
+    try:
+        text = raw.decode("utf-8-sig")  # a BOM from a Windows editor is fine
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"configuration file {path} is not UTF-8 text (byte "
+                          f"0x{raw[exc.start]:02x} at {_line_col(raw, exc.start)}); "
+                          "save it as UTF-8") from None
+    try:
+        loaded = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"configuration file {path} is not valid YAML: "
+                          f"{_yaml_problem(exc, text)}") from None
+    except RecursionError:
+        raise ConfigError(f"configuration file {path} is not valid YAML: "
+                          "nested too deeply") from None
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"configuration file {path}: top level must be a mapping")
+    return loaded
+
+
+def _unwrap(tp: Any) -> Any:
+    """The type under ``Annotated[...]`` and ``X | None``."""
+    while True:
+        origin = get_origin(tp)
+        if origin is Annotated:
+            tp = get_args(tp)[0]
+        elif origin in (Union, types.UnionType):
+            args = [a for a in get_args(tp) if a is not type(None)]
+            if len(args) != 1:
+                return tp
+            tp = args[0]
+        else:
+            return tp
+
+
+def _var(path: Sequence[str]) -> str:
+    return ENV_PREFIX + "__".join(path).upper()
+
+
+def _env_kind(name: str, path: tuple[str, ...]) -> Literal["scalar", "json", "list"]:
+    """How the variable's value is read, found by walking the model along its path;
+    a path that names no setting is a `ConfigError` with a did-you-mean."""
+    model: type[BaseModel] = Settings
+    for i, part in enumerate(path):
+        fields = model.model_fields
+        if part not in fields:
+            if part in getattr(model, "RENAMED", {}) and i == len(path) - 1:
+                return "scalar"  # the section's validator explains what replaced it
+            close = difflib.get_close_matches(part, list(fields), n=1, cutoff=0.6)
+            if close:
+                hint = f"did you mean {_var((*path[:i], close[0], *path[i + 1:]))}?"
+            else:
+                hint = f"known {'keys' if i else 'sections'}: {', '.join(fields)}"
+            where = f" in section {'.'.join(path[:i])}" if i else ""
+            raise ConfigError(f"{name}: unknown setting {part!r}{where}; {hint}")
+        tp = _unwrap(fields[part].annotation)
+        rest = path[i + 1:]
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            if rest:
+                model = tp
+                continue
+            return "json"
+        dotted = ".".join(path[: i + 1])
+        if rest:
+            if get_origin(tp) is dict:
+                raise ConfigError(f"{name}: {dotted} is a mapping; set {_var(path[:i + 1])} "
+                                  "to a JSON object instead")
+            raise ConfigError(f"{name}: unknown setting; {dotted} has no keys below it "
+                              f"(did you mean {_var(path[:i + 1])}?)")
+        if get_origin(tp) is list:
+            return "list" if _unwrap(get_args(tp)[0]) is str else "json"
+        return "json" if get_origin(tp) is dict else "scalar"
+    raise ConfigError(f"{name}: unknown setting")  # an empty path; not reached
+
+
+def _decode(name: str, raw: str, kind: str) -> Any:
+    """A list of strings may be JSON or comma-separated (``/llm,/ai``): the friendlier
+    reading for Kubernetes manifests; sections and mappings must be JSON."""
+    if kind == "scalar":
+        return raw
+    if kind == "list" and not raw.lstrip().startswith("["):
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        # exc.msg and the column only: the value may hold a secret
+        how = ("give a JSON list or comma-separated values" if kind == "list"
+               else f"give JSON, or set the keys one by one as {name}__<KEY>")
+        raise ConfigError(f"{name}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                          f"{how}") from None
+    except RecursionError:
+        raise ConfigError(f"{name}: JSON nested too deeply") from None
+
+
+def _from_environment(
+    env: Mapping[str, str],
+) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    """``SYNCD_<SECTION>__<KEY>`` variables as nested data, and which variable set which
+    key path (so validation errors can name the variable). Names are case-insensitive,
+    like pydantic-settings'. Every other ``SYNCD_`` variable is an error, unless it is
+    one of `NOT_SETTINGS` or a Kubernetes service link."""
+    found: list[tuple[tuple[str, ...], str, Any]] = []
+    for name, raw in env.items():
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in NOT_SETTINGS \
+                or _SERVICE_LINK.fullmatch(upper):
+            continue
+        path = tuple(upper.removeprefix(ENV_PREFIX).lower().split("__"))
+        found.append((path, name, _decode(name, raw, _env_kind(name, path))))
+    data: dict[str, Any] = {}
+    origins: dict[tuple[str, ...], str] = {}
+    for path, name, value in sorted(found, key=lambda f: (len(f[0]), f[1])):
+        node = data
+        for depth, part in enumerate(path[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{name} conflicts with {origins[path[:depth + 1]]}, "
+                                  "which is not a JSON object")
+            node = child
+        node[path[-1]] = _merge(node[path[-1]], value) if isinstance(
+            node.get(path[-1]), dict) and isinstance(value, dict) else value
+        origins[path] = name
+    return data, origins
+
+
+def _merge(low: dict[str, Any], high: dict[str, Any]) -> dict[str, Any]:
+    out = dict(low)
+    for key, value in high.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _set_by(data: Any, loc: tuple[str | int, ...], origins: dict[tuple[str, ...], str]
+            ) -> str | None:
+    """The variable that set the value at ``loc``, if the environment set it."""
+    for part in loc:
+        in_list = isinstance(data, list) and isinstance(part, int) and part < len(data)
+        if not (in_list or (isinstance(data, dict) and part in data)):
+            return None
+        data = data[part]
+    keys = tuple(str(p) for p in loc)
+    for n in range(len(keys), 0, -1):
+        if keys[:n] in origins:
+            return origins[keys[:n]]
+    return None
+
+
+def _format_errors(exc: ValidationError, origin: str, env_data: dict[str, Any],
+                   origins: dict[tuple[str, ...], str]) -> str:
+    """One line: on-call greps logs and reads `kubectl logs` one line at a time."""
+    errors = exc.errors(include_url=False, include_input=False)
+    parts = []
+    for err in errors[:MAX_ERRORS_SHOWN]:
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"  {loc}: {msg}")
-    return f"invalid configuration ({origin}):\n" + "\n".join(lines)
+        var = _set_by(env_data, err["loc"], origins)
+        msg = " ".join(err["msg"].removeprefix("Value error, ").split())
+        parts.append(f"{loc}: {msg} (set by {var})" if var else f"{loc}: {msg}")
+    more = len(errors) - MAX_ERRORS_SHOWN
+    if more > 0:
+        parts.append(f"and {more} more")
+    return f"invalid configuration ({origin}): " + "; ".join(parts)
 
 
 def load_settings(
-    path: Path | str | None = None, environ: dict[str, str] | None = None
+    path: Path | str | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
-    """Read, merge and validate configuration; raise `ConfigError` with key paths.
+    """Read, merge and validate configuration; raise `ConfigError` (one line, naming
+    the key or the variable) for any problem.
 
     ``path`` defaults to ``$SYNCD_CONFIG``; without either, only the environment
     is used (handy in containers that configure everything through env).
+    ``environ`` defaults to ``os.environ``.
     """
     env = os.environ if environ is None else environ
     if path is None and env.get(CONFIG_ENV):
         path = env[CONFIG_ENV]
+    env_data, origins = _from_environment(env)
     data: dict[str, Any] = {}
     origin = "environment"
     if path is not None:
         origin = f"{path} and environment"
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"configuration file {path} is not valid YAML: {exc}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"configuration file {path}: top level must be a mapping")
-        data = loaded
-    token = _yaml_data.set(data)
-    saved_env = None
-    if environ is not None:
-        # pydantic-settings reads os.environ; swap it for an explicit mapping.
-        saved_env = dict(os.environ)
-        os.environ.clear()
-        os.environ.update(environ)
+        data = _read_file(Path(path))
     try:
-        return Settings()
+        return Settings(**_merge(data, env_data))
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, origin)) from None
-    finally:
-        _yaml_data.reset(token)
-        if saved_env is not None:
-            os.environ.clear()
-            os.environ.update(saved_env)
+        raise ConfigError(_format_errors(exc, origin, env_data, origins)) from None
+    except RecursionError:
+        raise ConfigError(f"invalid configuration ({origin}): nested too deeply") from None
