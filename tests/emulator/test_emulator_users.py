@@ -214,3 +214,23 @@ def test_user_delete_unknown_id_deletes_nothing(api: httpx.Client, emulator: Emu
     }
     assert [u["user_id"] for u in emulator.state()["users"]] == ["a"]
     e2(api.post("/user/delete", json={}), 422)
+
+
+def test_email_uniqueness_is_checked_by_user_new_only(api: httpx.Client) -> None:
+    """litellm 1.110.2: `_check_duplicate_user_email` runs in `new_user` only; the
+    user_email column is not unique, so /user/update accepts a taken email."""
+    for uid, email in (("alice", "alice@x.io"), ("bob", "bob@x.io")):
+        api.post("/user/new", json={"user_id": uid, "user_email": email,
+                                    "auto_create_key": False})
+    dup = e1(api.post("/user/new", json={"user_id": "carol", "user_email": " ALICE@x.io "}), 409)
+    assert dup["message"] == "{'error': 'User with email alice@x.io already exists'}"
+    moved = api.post("/user/update", json={"user_id": "bob", "user_email": "alice@x.io"})
+    assert moved.status_code == 200 and moved.json()["data"]["user_email"] == "alice@x.io"
+
+
+def test_user_list_email_filter_is_a_case_insensitive_substring(api: httpx.Client) -> None:
+    for uid, email in (("alice", "alice@x.io"), ("malice", "MAlice@x.io"), ("bob", "bob@x.io")):
+        api.post("/user/new", json={"user_id": uid, "user_email": email,
+                                    "auto_create_key": False})
+    rows = api.get("/user/list", params={"user_email": "ALICE@x"}).json()["users"]
+    assert sorted(r["user_id"] for r in rows) == ["alice", "malice"]
