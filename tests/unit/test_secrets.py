@@ -147,3 +147,10 @@ def test_log_events_are_masked(
     assert SECRET not in err and KEY not in err and "eyJ" not in err
     events = [json.loads(line) for line in err.splitlines()]
     assert [e["event"] for e in events] == ["sync_failed", "sync_crashed", "obj"]
+
+
+@pytest.mark.parametrize(("lifetime", "margin"), [(5, 2.0), (3, 1.5), (60, 6.0), (300, 30.0)])
+def test_tokens_are_renewed_ahead_of_expiry(lifetime: float, margin: float) -> None:
+    from syncd.keycloak import refresh_margin
+
+    assert refresh_margin(lifetime) == margin
