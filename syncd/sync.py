@@ -49,6 +49,7 @@ class RunOutcome:
     plan: Plan | None = None
     applied: ApplyResult | None = None
     warnings: list[str] = field(default_factory=list)
+    confirm_reads: int = 0  # Keycloak reads spent confirming destructive steps
     stats: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -178,7 +179,9 @@ async def _run(
             raise RunInterrupted("stopped")
         if destructive:
             facts = SourceFacts(desired.sources, desired.groups_known)
-            confirmed, dropped = await Confirmer(reader, facts).confirm(destructive)
+            confirmer = Confirmer(reader, facts)
+            confirmed, dropped = await confirmer.confirm(destructive)
+            outcome.confirm_reads = confirmer.reads
             plan = with_unconfirmed(plan, dropped)
             outcome.plan = plan
             for op, _ in dropped:
@@ -311,6 +314,7 @@ def _stats(outcome: RunOutcome, counter: RequestCounter, duration: float) -> dic
         "not_started": applied.not_started if applied else 0,
         "held_back": len(plan.held_back) if plan else 0,
         "unconfirmed": len(plan.unconfirmed) if plan else 0,
+        "kc_confirm_reads": outcome.confirm_reads,
         "kc_requests": counter.total("keycloak"),
         "ll_requests": counter.total("litellm"),
         "ll_reads": counter.total("litellm", "read"),
