@@ -27,7 +27,7 @@ from tests.fixtures.latency_proxy import LatencyProxy
 from tests.integration.harness import Syncd, members, teams
 
 LIFESPAN = 5
-GROUPS = 36
+GROUPS = 50
 
 
 def set_lifespan(realm: KeycloakRealm, seconds: int) -> None:
@@ -53,7 +53,7 @@ def test_a_run_several_token_lifespans_long_succeeds(
     big_realm: KeycloakRealm, emulator: EmulatorAdmin, tmp_path: Path
 ) -> None:
     host, port = big_realm.url.removeprefix("http://").split(":")
-    with LatencyProxy(host, int(port), latency=0.4) as proxy:
+    with LatencyProxy(host, int(port), latency=0.7) as proxy:
         syncd = Syncd(big_realm, emulator, tmp_path,
                       keycloak={"concurrency": 2, "page_size": 10})
         syncd.config["keycloak"]["url"] = proxy.url
