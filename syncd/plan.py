@@ -36,14 +36,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from syncd.evidence import GroupGone, UserOutside
-from syncd.identity import IdFrom, resolve
+from syncd.identity import IdFrom, owner, resolve
 from syncd.model import (
     ARCHIVED_AT,
     BLOCKED_AT,
     DEFAULT_USER_ID,
     GROUP_PATH,
     KEY_BLOCKED,
-    KEYCLOAK_ID,
     MANAGED,
     PROXY_ADMIN_ROLES,
     SCIM_ACTIVE,
@@ -294,8 +293,7 @@ class _Planner:
         if user_id in self.identities.keycloak_ids:
             return self.identities.keycloak_ids[user_id]
         user = self.actual.users.get(user_id)
-        stored = user.metadata.get(KEYCLOAK_ID) if user is not None else None
-        return stored if isinstance(stored, str) and stored else user_id
+        return (owner(user) if user is not None else None) or user_id
 
     def plan_removed_team(self, team: Team) -> None:
         """Archive: block the team, keep its members and keys (a returning group
@@ -326,6 +324,7 @@ class _Planner:
                 meta = self.identities.bookkeeping(user_id)
                 self.ops.append(CreateUser(user_id, u.email, u.username, meta))
                 self.unblock_keys(user_id)
+        owned = self.owned_teams()
         for user_id in sorted(self.actual.users):
             user = self.actual.users[user_id]
             if self.protected(user_id):
@@ -335,7 +334,7 @@ class _Planner:
             elif user.managed:
                 # Only syncd's own users are cut off globally; others in a
                 # managed team are only taken out of it (plan_members).
-                self.plan_departed_user(user)
+                self.plan_departed_user(user, owned)
 
     def plan_active_user(self, user: User) -> None:
         metadata = dict(user.metadata)
@@ -365,7 +364,7 @@ class _Planner:
                 key_meta = {k: v for k, v in key.metadata.items() if k not in _KEY_MARKERS}
                 self.ops.append(UnblockKey(key.token, user_id, key.label, key.blocked, key_meta))
 
-    def plan_departed_user(self, user: User) -> None:
+    def plan_departed_user(self, user: User, owned: set[str]) -> None:
         """Cut access reversibly; delete only after the grace period under ``delete``."""
         uid = user.user_id
         evidence = UserOutside(uid, self.keycloak_id(uid))
@@ -379,7 +378,7 @@ class _Planner:
                 self.ops.append(DeleteUser(uid, reason, evidence))
                 return
             self.block_user(user, reason, evidence)
-            for team_id in sorted(self.owned_teams()):
+            for team_id in sorted(owned):
                 if uid in self.actual.teams[team_id].members:
                     self.ops.append(RemoveMember(team_id, uid, reason, evidence))
             for key in keys:
