@@ -380,12 +380,17 @@ class KeycloakReader:
         return members
 
     # -- fresh reads, for confirming destructive steps (syncd.confirm) ----
+    async def _object_or_none(self, kind: str, object_id: str) -> dict[str, Any] | None:
+        """``GET /{kind}s/{id}``: the object, or None when Keycloak has no such one."""
+        reply = await self._get(f"/{kind}s/{quote(object_id, safe='')}", {}, missing_ok=True)
+        if reply is not None and not isinstance(reply, dict):
+            what = type(reply).__name__
+            raise SourceReadError(f"Keycloak returned {what} for {kind} {object_id}")
+        return reply
+
     async def read_user(self, user_id: str) -> dict[str, Any] | None:
         """The user record, or None when Keycloak has no such user."""
-        reply = await self._get(f"/users/{quote(user_id, safe='')}", {}, missing_ok=True)
-        if reply is not None and not isinstance(reply, dict):
-            raise SourceReadError(f"Keycloak returned {type(reply).__name__} for user {user_id}")
-        return reply
+        return await self._object_or_none("user", user_id)
 
     async def read_user_groups(self, user_id: str) -> list[dict[str, Any]]:
         """The groups the user is a direct member of, with their ids and paths."""
@@ -395,10 +400,7 @@ class KeycloakReader:
 
     async def read_group(self, group_id: str) -> dict[str, Any] | None:
         """The group, or None when it is gone."""
-        reply = await self._get(f"/groups/{quote(group_id, safe='')}", {}, missing_ok=True)
-        if reply is not None and not isinstance(reply, dict):
-            raise SourceReadError(f"Keycloak returned {type(reply).__name__} for group {group_id}")
-        return reply
+        return await self._object_or_none("group", group_id)
 
     def still_selected(self, raw: Mapping[str, Any]) -> bool:
         """Would the selection rules pick this freshly read group as a team?"""
@@ -426,14 +428,8 @@ class KeycloakReader:
     async def read(self) -> Desired:
         groups = await self.read_groups()
         selected = self.selected(groups)
-        flatten = self.settings.selection.flatten
-        admin_name = self.settings.members.admin_subgroup
-        needed: dict[str, Group] = {}
-        for group in selected:
-            needed[group.id] = group
-            for child in group.descendants() if flatten else group.children:
-                if flatten or (admin_name and child.name == admin_name):
-                    needed[child.id] = child
+        feeders = {group.id: self._feeders(group) for group in selected}
+        needed = {g.id: g for sources in feeders.values() for g, _ in sources}
         ids = sorted(needed)
         results = await gather_or_cancel(*(self.read_members(needed[i]) for i in ids))
         members_of = dict(zip(ids, results, strict=True))
@@ -441,7 +437,7 @@ class KeycloakReader:
         users: dict[str, DesiredUser] = {}
         teams: dict[str, DesiredTeam] = {}
         for group in selected:
-            roster = self._roster(group, members_of, users)
+            roster = self._roster(group, feeders[group.id], members_of, users)
             teams[group.id] = DesiredTeam(
                 team_id=group.id,
                 alias=group.path if self.settings.teams.alias_from == "path" else group.name,
@@ -453,25 +449,14 @@ class KeycloakReader:
             teams=teams,
             users=users,
             groups_seen=sum(1 for _ in _walk(groups)),
-            sources={g.id: frozenset(self._sources(g)) for g in selected},
+            sources={tid: frozenset(g.id for g, _ in fs) for tid, fs in feeders.items()},
             groups_known=frozenset(g.id for g in _walk(groups)),
         )
 
-    def _sources(self, group: Group) -> Iterable[str]:
-        """Ids of the groups whose members make up the team of `group`."""
-        admin_name = self.settings.members.admin_subgroup
-        yield group.id
-        subgroups = group.descendants() if self.settings.selection.flatten else group.children
-        for child in subgroups:
-            if self.settings.selection.flatten or (admin_name and child.name == admin_name):
-                yield child.id
-
-    def _roster(
-        self,
-        group: Group,
-        members_of: Mapping[str, list[Member]],
-        users: dict[str, DesiredUser],
-    ) -> dict[str, Role]:
+    def _feeders(self, group: Group) -> list[tuple[Group, Role]]:
+        """The groups whose members make up the team of `group`, with their role:
+        the group itself, its admin subgroup, and with flatten every descendant.
+        Also what a fresh read is judged against (Desired.sources)."""
         admin_name = self.settings.members.admin_subgroup
         default_role: Role = self.settings.members.default_role
         sources: list[tuple[Group, Role]] = [(group, default_role)]
@@ -481,6 +466,15 @@ class KeycloakReader:
                 sources.append((child, "admin"))
             elif self.settings.selection.flatten:
                 sources.append((child, default_role))
+        return sources
+
+    def _roster(
+        self,
+        group: Group,
+        sources: list[tuple[Group, Role]],
+        members_of: Mapping[str, list[Member]],
+        users: dict[str, DesiredUser],
+    ) -> dict[str, Role]:
         admins_key = self.settings.teams.attribute_prefix + "admins"
         admin_usernames = set(group.attributes.get(admins_key, []))
         roster: dict[str, Role] = {}
