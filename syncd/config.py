@@ -37,6 +37,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -291,6 +292,35 @@ class ScheduleSettings(Section):
     shutdown_timeout_seconds: float = Field(default=60.0, gt=0, le=MAX_WAIT)
 
 
+class EventsSettings(Section):
+    """The fast path: Keycloak admin events tailed between full reconciles.
+
+    Events are hints: each names users and groups, which are re-read before
+    anything is planned; the full reconcile on ``schedule`` stays the safety net
+    for changes Keycloak records no admin event for (federation imports, direct
+    database changes).
+    """
+
+    enabled: Literal["auto", "true", "false"] = "auto"
+    poll_seconds: float = Field(default=5.0, ge=0.2, le=MAX_WAIT)
+    # How far back each poll looks past the newest event seen: Keycloak stamps
+    # an event before its transaction commits, so one may appear late.
+    overlap_seconds: float = Field(default=60.0, ge=0, le=MAX_WAIT)
+    # A tail that cannot poll for this long may have missed events: full reconcile.
+    max_failure_seconds: float = Field(default=120.0, gt=0, le=MAX_INTERVAL)
+    page_size: int = Field(default=200, ge=10, le=1000)
+    # Pages one poll may read; more means a burst too big to follow: full reconcile.
+    max_pages: int = Field(default=25, ge=1, le=1000)
+
+    @field_validator("enabled", mode="before")
+    @classmethod
+    def _enabled_words(cls, value: Any) -> Any:
+        # YAML reads `true`/`false` as booleans; the setting is a word.
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return value
+
+
 class ServerSettings(Section):
     host: str = "0.0.0.0"
     port: int = Field(default=9108, ge=0, le=65535)
@@ -337,6 +367,7 @@ class Settings(BaseModel):
     users: UsersSettings = UsersSettings()
     safety: SafetySettings = SafetySettings()
     schedule: ScheduleSettings = ScheduleSettings()
+    events: EventsSettings = EventsSettings()
     server: ServerSettings = ServerSettings()
     readiness: ReadinessSettings = ReadinessSettings()
     pushgateway: PushgatewaySettings = PushgatewaySettings()
