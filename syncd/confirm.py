@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from syncd.desired import Rules, still_selected
 from syncd.errors import SourceReadError
 from syncd.evidence import Evidence, GroupGone, SourceFacts, UserOutside, judge_group, judge_user
 from syncd.keycloak import KeycloakReader
@@ -46,9 +47,10 @@ async def _attempt(read: Awaitable[T]) -> T | SourceReadError:
 class Confirmer:
     """Re-reads the subjects of destructive operations and judges their claims."""
 
-    def __init__(self, reader: KeycloakReader, facts: SourceFacts) -> None:
+    def __init__(self, reader: KeycloakReader, facts: SourceFacts, rules: Rules) -> None:
         self.reader = reader
         self.facts = facts
+        self.rules = rules
         self.reads = 0
 
     async def confirm(self, operations: Sequence[Operation]) -> tuple[
@@ -98,7 +100,7 @@ class Confirmer:
         group = await _attempt(self.reader.read_group(claim.team_id))
         if isinstance(group, SourceReadError):
             return f"could not re-read the group: {group}"
-        return judge_group(claim, group, self.reader.still_selected)
+        return judge_group(claim, group, lambda raw: still_selected(raw, self.rules))
 
 
 def with_unconfirmed(plan: Plan, dropped: Sequence[tuple[Operation, str]]) -> Plan:

@@ -1,4 +1,4 @@
-"""Reading Keycloak into the desired state: groups, selection, members, settings.
+"""Reading Keycloak: the group tree, group members, and fresh reads of one subject.
 
 The service account logs in with python-keycloak (client credentials); the
 admin REST reads then go through syncd's own HTTP client with one shared token,
@@ -6,6 +6,9 @@ explicit paging (``/children`` pages only 10 by default, and python-keycloak's
 ``get_groups(query=...)`` leaks paging into child fetches) and bounded
 concurrency. Any failure raises `SourceReadError` naming the call and the
 likely cause, and nothing downstream writes: unknown is not empty.
+
+The reader decides nothing: which groups are teams, and what their members
+and settings are, is syncd.desired's business (pure, on a `SourceSnapshot`).
 """
 
 from __future__ import annotations
@@ -13,9 +16,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import AsyncGenerator, Callable, Coroutine, Generator, Iterable, Mapping
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -27,40 +29,15 @@ from keycloak.exceptions import (
     KeycloakError,
 )
 
-from syncd.config import Settings, TeamSettingsSpec
+from syncd.config import Settings
+from syncd.desired import Group, Member, Rules, SourceSnapshot, groups_to_read, parse_group, walk
 from syncd.errors import SourceReadError
-from syncd.http import ApiClient, describe_transport_error, gather_or_cancel
-from syncd.model import Desired, DesiredTeam, DesiredUser, Role, TeamSettings
+from syncd.http import ApiClient, describe_transport_error
 from syncd.secrets import Secrets, cut
 
 log = structlog.get_logger("syncd.keycloak")
 
-SERVICE_ACCOUNT_PREFIX = "service-account-"
-_SETTING_FIELDS = ("models", "max_budget", "budget_duration", "tpm_limit", "rpm_limit")
-
-
-@dataclass
-class Group:
-    id: str
-    name: str
-    path: str
-    parent_id: str | None
-    attributes: Mapping[str, list[str]]
-    sub_group_count: int
-    children: list[Group] = field(default_factory=list)
-
-    def descendants(self) -> Iterable[Group]:
-        for child in self.children:
-            yield child
-            yield from child.descendants()
-
-
-@dataclass(frozen=True)
-class Member:
-    id: str
-    username: str
-    email: str | None
-    enabled: bool
+T = TypeVar("T")
 
 
 class TokenProvider(httpx.Auth):
@@ -96,7 +73,6 @@ class TokenProvider(httpx.Auth):
         self._token: str | None = None
         self._expires_at = 0.0
         self._lock = asyncio.Lock()
-        self.fetched = 0
         # Where token requests are counted (KeycloakReader sets its client's):
         # they are requests to Keycloak like any other, and an unreachable
         # Keycloak first shows here.
@@ -161,7 +137,6 @@ class TokenProvider(httpx.Auth):
         refresh = reply.get("refresh_token")
         if isinstance(refresh, str):
             Secrets.add_token(refresh)
-        self.fetched += 1
         lifetime = _seconds(reply.get("expires_in"), 60.0)
         # Counted from when the request was sent: Keycloak's clock started then,
         # and a slow link may have taken a good part of the lifetime already.
@@ -230,18 +205,42 @@ def _keycloak_error(exc: KeycloakError) -> str:
     return _error_fields(body)
 
 
-class KeycloakReader:
-    """Reads the realm's groups and the members of the selected ones."""
 
-    def __init__(self, settings: Settings, api: ApiClient, tokens: TokenProvider) -> None:
-        self.settings = settings
+
+async def _all_or_nothing(reads: Iterable[Coroutine[Any, Any, T]]) -> list[T]:
+    """Concurrent reads, in order. The first failure cancels the others and
+    waits for them (a `TaskGroup`), so no request outlives a failed run; it is
+    raised as itself, not wrapped, because callers tell a `SourceReadError`
+    (nothing may be written) from other failures."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(read) for read in reads]
+    except ExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]
+
+
+class KeycloakReader:
+    """Reads the realm's groups and members as they are; what they mean for
+    LiteLLM is decided in syncd.desired."""
+
+    def __init__(
+        self,
+        api: ApiClient,
+        tokens: TokenProvider,
+        *,
+        realm: str,
+        page_size: int,
+        client_id: str,
+    ) -> None:
         self.api = api
         self.tokens = tokens
-        if tokens is not None and tokens.observe is None:  # None: tests of pure methods
+        if tokens.observe is None:
             tokens.observe = api.observe
-        self.prefix = f"/admin/realms/{settings.keycloak.realm}"
-        self.page = settings.keycloak.page_size
-        self.warnings: list[str] = []
+        self.realm = realm
+        self.client_id = client_id  # only for naming the service account in errors
+        self.prefix = f"/admin/realms/{realm}"
+        self.page = page_size
 
     # -- HTTP -------------------------------------------------------------
     async def _get(self, path: str, params: Mapping[str, Any], *, missing_ok: bool = False) -> Any:
@@ -266,7 +265,6 @@ class KeycloakReader:
 
     def _explain(self, response: httpx.Response) -> str:
         code = response.status_code
-        client = self.settings.keycloak.client_id
         if code == 401:
             return (
                 "HTTP 401: the token was rejected, and a fresh one too (is the client's "
@@ -274,11 +272,11 @@ class KeycloakReader:
             )
         if code == 403:
             return (
-                f"HTTP 403 forbidden: the service account of client '{client}' lacks the "
-                "realm-management role 'view-users'"
+                f"HTTP 403 forbidden: the service account of client '{self.client_id}' lacks "
+                "the realm-management role 'view-users'"
             )
         if code == 404:
-            return f"HTTP 404 not found (does realm '{self.settings.keycloak.realm}' exist?)"
+            return f"HTTP 404 not found (does realm '{self.realm}' exist?)"
         kind = response.headers.get("content-type")
         return f"HTTP {code}: {_error_fields(response.content, kind)}"
 
@@ -308,11 +306,20 @@ class KeycloakReader:
                 return list(items.values())
             first += len(page) - overlap
 
-    # -- groups -------------------------------------------------------------
+    # -- the bulk read ------------------------------------------------------
+    async def read_snapshot(self, rules: Rules) -> SourceSnapshot:
+        """The tree, then concurrently the members of the groups `rules` make
+        teams of (and their feeders): everything `syncd.desired.build` needs."""
+        groups = await self.read_groups()
+        paths = {g.id: g.path for g in walk(groups)}
+        ids = sorted(groups_to_read(groups, rules))
+        results = await _all_or_nothing(self.read_members(i, path=paths[i]) for i in ids)
+        return SourceSnapshot(groups=groups, members=dict(zip(ids, results, strict=True)))
+
     async def read_groups(self) -> list[Group]:
         """The whole group tree, walked level by level with concurrent child reads."""
         top = [
-            self._group(g, None)
+            parse_group(g, None)
             for g in await self._pages("/groups", {"briefRepresentation": "false"})
         ]
         if not top:
@@ -320,7 +327,7 @@ class KeycloakReader:
         level = top
         while level:
             parents = [g for g in level if g.sub_group_count > 0]
-            results = await gather_or_cancel(*(self._children(g) for g in parents))
+            results = await _all_or_nothing(self._children(g) for g in parents)
             level = [child for children in results for child in children]
         return top
 
@@ -332,42 +339,23 @@ class KeycloakReader:
         if count:
             raise SourceReadError(
                 f"Keycloak listed no groups but counts {count}: the service account of "
-                f"client '{self.settings.keycloak.client_id}' can count but not read groups "
+                f"client '{self.client_id}' can count but not read groups "
                 "(grant the realm-management role 'view-users')"
             )
 
     async def _children(self, parent: Group) -> list[Group]:
         raw = await self._pages(f"/groups/{parent.id}/children", {"briefRepresentation": "false"})
-        parent.children = [self._group(g, parent) for g in raw]
+        parent.children = [parse_group(g, parent) for g in raw]
         return parent.children
 
-    def _group(self, raw: Mapping[str, Any], parent: Group | None) -> Group:
-        try:
-            gid = raw["id"]
-            name = raw["name"]
-        except KeyError as exc:
-            raise SourceReadError(f"Keycloak returned a group without {exc.args[0]!r}") from None
-        path = raw.get("path") or (f"{parent.path}/{name}" if parent else f"/{name}")
-        attributes = raw.get("attributes") or {}
-        count = raw.get("subGroupCount")
-        if count is None:  # older servers: fall back to the embedded list
-            count = len(raw.get("subGroups") or [])
-        return Group(
-            id=str(gid),
-            name=str(name),
-            path=str(path),
-            parent_id=parent.id if parent else None,
-            attributes={str(k): [str(v) for v in vs] for k, vs in attributes.items()},
-            sub_group_count=int(count),
-        )
-
-    async def read_members(self, group: Group) -> list[Member]:
-        raw = await self._pages(f"/groups/{group.id}/members", {"briefRepresentation": "true"})
+    async def read_members(self, group_id: str, *, path: str | None = None) -> list[Member]:
+        """The direct members of a group; `path` only names it in errors."""
+        raw = await self._pages(f"/groups/{group_id}/members", {"briefRepresentation": "true"})
         members = []
         for user in raw:
             if "id" not in user or "username" not in user:
                 raise SourceReadError(
-                    f"Keycloak returned a member of {group.path} without id or username"
+                    f"Keycloak returned a member of {path or group_id} without id or username"
                 )
             members.append(
                 Member(
@@ -401,155 +389,3 @@ class KeycloakReader:
     async def read_group(self, group_id: str) -> dict[str, Any] | None:
         """The group, or None when it is gone."""
         return await self._object_or_none("group", group_id)
-
-    def still_selected(self, raw: Mapping[str, Any]) -> bool:
-        """Would the selection rules pick this freshly read group as a team?"""
-        group = self._group(raw, None)
-        if raw.get("parentId"):
-            group.parent_id = str(raw["parentId"])
-        return bool(self.selected([group]))
-
-    # -- selection and the desired state ---------------------------------
-    def selected(self, groups: list[Group]) -> list[Group]:
-        sel = self.settings.selection
-        admin_name = self.settings.members.admin_subgroup
-        out = []
-        for group in _walk(groups):
-            if any(_under(group.path, ex) for ex in sel.exclude_paths):
-                continue
-            if admin_name and group.name == admin_name and group.parent_id is not None:
-                continue  # the admins of its parent team, not a team of its own
-            by_path = any(_under(group.path, p) for p in sel.path_prefixes)
-            by_attr = bool(sel.attribute) and _truthy(group.attributes.get(sel.attribute or ""))
-            if by_path or by_attr:
-                out.append(group)
-        return out
-
-    async def read(self) -> Desired:
-        groups = await self.read_groups()
-        selected = self.selected(groups)
-        feeders = {group.id: self._feeders(group) for group in selected}
-        needed = {g.id: g for sources in feeders.values() for g, _ in sources}
-        ids = sorted(needed)
-        results = await gather_or_cancel(*(self.read_members(needed[i]) for i in ids))
-        members_of = dict(zip(ids, results, strict=True))
-
-        users: dict[str, DesiredUser] = {}
-        teams: dict[str, DesiredTeam] = {}
-        for group in selected:
-            roster = self._roster(group, feeders[group.id], members_of, users)
-            teams[group.id] = DesiredTeam(
-                team_id=group.id,
-                alias=group.path if self.settings.teams.alias_from == "path" else group.name,
-                path=group.path,
-                settings=self._team_settings(group),
-                members=roster,
-            )
-        return Desired(
-            teams=teams,
-            users=users,
-            groups_seen=sum(1 for _ in _walk(groups)),
-            sources={tid: frozenset(g.id for g, _ in fs) for tid, fs in feeders.items()},
-            groups_known=frozenset(g.id for g in _walk(groups)),
-        )
-
-    def _feeders(self, group: Group) -> list[tuple[Group, Role]]:
-        """The groups whose members make up the team of `group`, with their role:
-        the group itself, its admin subgroup, and with flatten every descendant.
-        Also what a fresh read is judged against (Desired.sources)."""
-        admin_name = self.settings.members.admin_subgroup
-        default_role: Role = self.settings.members.default_role
-        sources: list[tuple[Group, Role]] = [(group, default_role)]
-        subgroups = group.descendants() if self.settings.selection.flatten else group.children
-        for child in subgroups:
-            if admin_name and child.name == admin_name and child.parent_id == group.id:
-                sources.append((child, "admin"))
-            elif self.settings.selection.flatten:
-                sources.append((child, default_role))
-        return sources
-
-    def _roster(
-        self,
-        group: Group,
-        sources: list[tuple[Group, Role]],
-        members_of: Mapping[str, list[Member]],
-        users: dict[str, DesiredUser],
-    ) -> dict[str, Role]:
-        admins_key = self.settings.teams.attribute_prefix + "admins"
-        admin_usernames = set(group.attributes.get(admins_key, []))
-        roster: dict[str, Role] = {}
-        for source, role in sources:
-            for member in members_of.get(source.id, []):
-                if not member.enabled or member.username.startswith(SERVICE_ACCOUNT_PREFIX):
-                    continue
-                users.setdefault(member.id, DesiredUser(member.id, member.username, member.email))
-                member_role: Role = "admin" if member.username in admin_usernames else role
-                if roster.get(member.id) != "admin":
-                    roster[member.id] = member_role
-        return roster
-
-    def _team_settings(self, group: Group) -> TeamSettings:
-        """defaults < group attributes < per-path overrides in the configuration."""
-        teams = self.settings.teams
-        result = _spec(teams.defaults)
-        from_attrs: dict[str, Any] = {}
-        for name in _SETTING_FIELDS:
-            values = group.attributes.get(teams.attribute_prefix + name)
-            if not values:
-                continue
-            try:
-                from_attrs[name] = _parse_setting(name, values)
-            except ValueError as exc:
-                self.warnings.append(
-                    f"group {group.path}: attribute {teams.attribute_prefix}{name}={values!r} "
-                    f"ignored ({exc})"
-                )
-        result = result.merged(TeamSettings(**from_attrs))
-        override = teams.overrides.get(group.path)
-        if override is not None:
-            result = result.merged(_spec(override))
-        return result
-
-
-def _spec(spec: TeamSettingsSpec) -> TeamSettings:
-    return TeamSettings(
-        models=tuple(spec.models) if spec.models is not None else None,
-        max_budget=spec.max_budget,
-        budget_duration=spec.budget_duration,
-        tpm_limit=spec.tpm_limit,
-        rpm_limit=spec.rpm_limit,
-    )
-
-
-def _parse_setting(name: str, values: list[str]) -> Any:
-    if name == "models":
-        return tuple(m.strip() for v in values for m in v.split(",") if m.strip())
-    value = values[0].strip()
-    if name == "max_budget":
-        number = float(value)
-        if number < 0:
-            raise ValueError("must not be negative")
-        return number
-    if name in ("tpm_limit", "rpm_limit"):
-        number = int(value)
-        if number < 0:
-            raise ValueError("must not be negative")
-        return number
-    TeamSettingsSpec(budget_duration=value)  # same validation as the config file
-    return value
-
-
-def _walk(groups: Iterable[Group]) -> Iterable[Group]:
-    for group in groups:
-        yield group
-        yield from group.descendants()
-
-
-def _under(path: str, prefix: str) -> bool:
-    return prefix == "/" or path == prefix or path.startswith(prefix + "/")
-
-
-def _truthy(values: list[str] | None) -> bool:
-    if not values:
-        return False
-    return values[0].strip().lower() in ("true", "1", "yes")

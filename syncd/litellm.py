@@ -11,8 +11,8 @@ merge (callers always send the whole dict). Every write carries
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 import httpx
 
@@ -458,22 +458,37 @@ def _int(value: Any) -> int | None:
     return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+# Each TeamSettings field by its declared type (None stripped), so that a new
+# setting is read from LiteLLM's rows without code here.
+_SETTING_HINTS = get_type_hints(TeamSettings)
+_SETTING_TYPES = {
+    f.name: next(t for t in get_args(_SETTING_HINTS[f.name]) if t is not type(None))
+    for f in fields(TeamSettings)
+}
+
+
+def _setting(value: Any, kind: Any) -> Any:
+    """A row's value as the setting's type; anything else is "not managed"."""
+    if get_origin(kind) is tuple:
+        return tuple(value) if isinstance(value, list) else None
+    if kind is float:
+        return _num(value)
+    if kind is int:
+        return _int(value)
+    return value
+
+
 def parse_team(row: Mapping[str, Any]) -> Team:
     team_id = _req(row, "team_id", "team")
     members: dict[str, Role] = {}
     for m in row.get("members_with_roles") or []:
         if isinstance(m, dict) and isinstance(m.get("user_id"), str):
             members[m["user_id"]] = "admin" if m.get("role") == "admin" else "user"
-    models = row.get("models")
     return Team(
         team_id=team_id,
         alias=row.get("team_alias"),
         settings=TeamSettings(
-            models=tuple(models) if isinstance(models, list) else None,
-            max_budget=_num(row.get("max_budget")),
-            budget_duration=row.get("budget_duration"),
-            tpm_limit=_int(row.get("tpm_limit")),
-            rpm_limit=_int(row.get("rpm_limit")),
+            **{name: _setting(row.get(name), kind) for name, kind in _SETTING_TYPES.items()}
         ),
         members=members,
         metadata=_metadata(row),

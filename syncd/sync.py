@@ -21,6 +21,7 @@ import structlog
 from syncd.apply import Applier, ApplyResult
 from syncd.config import Settings
 from syncd.confirm import Confirmer, with_unconfirmed
+from syncd.desired import Built, Rules, build
 from syncd.errors import ExitCode, RunInterrupted, SourceReadError, SyncdError
 from syncd.evidence import SourceFacts
 from syncd.http import ApiClient, RequestCounter, RetryBudget
@@ -143,14 +144,19 @@ async def _run(
     keycloak_api, litellm_api = _clients(settings, metrics, counter)
     tokens = TokenProvider(settings)
     try:
-        reader = KeycloakReader(settings, keycloak_api, tokens)
+        rules = Rules.from_settings(settings)
+        reader = KeycloakReader(
+            keycloak_api, tokens, realm=settings.keycloak.realm,
+            page_size=settings.keycloak.page_size, client_id=settings.keycloak.client_id,
+        )
         target = LiteLLMClient(
             litellm_api, page_size=settings.litellm.page_size,
             changed_by=settings.litellm.changed_by,
         )
-        desired, actual = await _unless_stopped(_read_both(reader, target), stop)
+        built, actual = await _unless_stopped(_read_both(reader, rules, target), stop)
+        desired = built.desired
         outcome.desired, outcome.actual = desired, actual
-        outcome.warnings.extend(reader.warnings)
+        outcome.warnings.extend(built.warnings)
         managed = actual.managed_teams
         if not desired.teams and managed:
             raise SourceReadError(
@@ -179,7 +185,7 @@ async def _run(
             raise RunInterrupted("stopped")
         if destructive:
             facts = SourceFacts(desired.sources, desired.groups_known)
-            confirmer = Confirmer(reader, facts)
+            confirmer = Confirmer(reader, facts, rules)
             confirmed, dropped = await confirmer.confirm(destructive)
             outcome.confirm_reads = confirmer.reads
             plan = with_unconfirmed(plan, dropped)
@@ -262,11 +268,13 @@ def _interrupted(outcome: RunOutcome) -> None:
     log.warning("sync_interrupted", error=outcome.error)
 
 
-async def _read_both(reader: KeycloakReader, target: LiteLLMClient) -> tuple[Desired, Actual]:
+async def _read_both(
+    reader: KeycloakReader, rules: Rules, target: LiteLLMClient
+) -> tuple[Built, Actual]:
     """Read both sides at once; the first failure cancels the other read."""
     try:
         async with asyncio.TaskGroup() as group:
-            desired_task = group.create_task(reader.read())
+            desired_task = group.create_task(_read_source(reader, rules))
             actual_task = group.create_task(_read_target(target))
     except ExceptionGroup as group_error:
         errors = group_error.exceptions
@@ -274,6 +282,11 @@ async def _read_both(reader: KeycloakReader, target: LiteLLMClient) -> tuple[Des
         first = next((e for e in errors if isinstance(e, SourceReadError)), errors[0])
         raise first from None
     return desired_task.result(), actual_task.result()
+
+
+async def _read_source(reader: KeycloakReader, rules: Rules) -> Built:
+    """Keycloak as it is, then what it asks for (the build is pure and quick)."""
+    return build(await reader.read_snapshot(rules), rules)
 
 
 async def _read_target(target: LiteLLMClient) -> Actual:

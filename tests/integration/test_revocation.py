@@ -14,6 +14,7 @@ from devtools.litellm_emulator.admin import EmulatorAdmin
 from devtools.realm import User
 from syncd.config import load_settings
 from syncd.confirm import Confirmer
+from syncd.desired import Rules
 from syncd.evidence import GroupGone, SourceFacts, UserOutside
 from syncd.http import ApiClient, RequestCounter, RetryBudget
 from syncd.keycloak import KeycloakReader, TokenProvider
@@ -210,8 +211,11 @@ def _confirm(realm: KeycloakRealm, tmp_path: Path, facts: SourceFacts,
                         metrics=Metrics(), counter=RequestCounter())
         tokens = TokenProvider(settings)
         try:
-            reader = KeycloakReader(settings, api, tokens)
-            kept, dropped = await Confirmer(reader, facts).confirm(ops)  # type: ignore[arg-type]
+            kc = settings.keycloak
+            reader = KeycloakReader(api, tokens, realm=kc.realm, page_size=kc.page_size,
+                                    client_id=kc.client_id)
+            confirmer = Confirmer(reader, facts, Rules.from_settings(settings))
+            kept, dropped = await confirmer.confirm(ops)  # type: ignore[arg-type]
             return list(kept), list(dropped)
         finally:
             await api.aclose()

@@ -68,6 +68,18 @@ def test_a_run_several_token_lifespans_long_succeeds(
         assert members(got[big_realm.group_id(f"/llm/g{i:02d}")]) == {uid[f"u{i:02d}"]: "user"}
 
 
+def _reader(settings: Settings, api: ApiClient, tokens: TokenProvider) -> KeycloakReader:
+    kc = settings.keycloak
+    return KeycloakReader(api, tokens, realm=kc.realm, page_size=kc.page_size,
+                          client_id=kc.client_id)
+
+
+def tokens_fetched(metrics: Metrics) -> float:
+    """Token requests Keycloak granted, as the request metrics count them."""
+    labels = {"target": "keycloak", "method": "POST", "status": "200"}
+    return metrics.registry.get_sample_value("syncd_http_requests_total", labels) or 0.0
+
+
 def _settings(realm: KeycloakRealm, emulator: EmulatorAdmin) -> Settings:
     return Settings.model_validate({
         "keycloak": {"url": realm.url, "realm": realm.name, "client_id": realm.client_id,
@@ -89,16 +101,16 @@ async def test_a_rejected_token_is_refreshed_once_and_the_read_resent(
                     retries=settings.retries, budget=RetryBudget(5), metrics=metrics,
                     counter=counter)
     tokens = TokenProvider(settings)
-    reader = KeycloakReader(settings, api, tokens)
+    reader = _reader(settings, api, tokens)
     try:
         assert len(await reader.read_groups()) == 1
-        assert tokens.fetched == 1
+        assert tokens_fetched(metrics) == 1
         time.sleep(1.1)
         realm.admin.request("PUT", f"/admin/realms/{realm.name}",
                             json_body={"notBefore": int(time.time())})
         time.sleep(1.1)
         assert len(await reader.read_groups()) == 1  # the cached token is refused
-        assert tokens.fetched == 2
+        assert tokens_fetched(metrics) == 2
     finally:
         await api.aclose()
         await tokens.aclose()
@@ -111,11 +123,12 @@ async def test_a_token_refused_twice_is_a_read_failure(
     a clear error (exit 4), no loop of token requests."""
     realm = realm_factory(groups=["/llm/a"], users=[User("ann", groups=["/llm/a"])])
     settings = _settings(realm, emulator)
+    metrics = Metrics()
     api = ApiClient("keycloak", realm.url, verify=True, timeout=10, concurrency=2,
-                    retries=settings.retries, budget=RetryBudget(5), metrics=Metrics(),
+                    retries=settings.retries, budget=RetryBudget(5), metrics=metrics,
                     counter=RequestCounter())
     tokens = TokenProvider(settings)
-    reader = KeycloakReader(settings, api, tokens)
+    reader = _reader(settings, api, tokens)
     try:
         await reader.read_groups()
         # From now on Keycloak refuses every token: not before a moment in the future.
@@ -123,7 +136,7 @@ async def test_a_token_refused_twice_is_a_read_failure(
                             json_body={"notBefore": int(time.time()) + 3600})
         with pytest.raises(SourceReadError, match="401"):
             await reader.read_groups()
-        assert tokens.fetched == 2
+        assert tokens_fetched(metrics) == 2
     finally:
         await api.aclose()
         await tokens.aclose()
