@@ -243,8 +243,12 @@ class KeycloakReader:
         self.page = page_size
 
     # -- HTTP -------------------------------------------------------------
-    async def _get(self, path: str, params: Mapping[str, Any], *, missing_ok: bool = False) -> Any:
-        """The JSON reply; with `missing_ok`, None for a 404 (a subject that is gone)."""
+    async def _get(
+        self, path: str, params: Mapping[str, Any], *, missing_ok: bool = False,
+        role: str = "view-users",
+    ) -> Any:
+        """The JSON reply; with `missing_ok`, None for a 404 (a subject that is gone).
+        `role` is the realm-management role a 403 names."""
         what = f"Keycloak GET {self.prefix}{path}"
         try:
             # The token is set by `self.tokens` as the request is sent, and a 401
@@ -257,13 +261,13 @@ class KeycloakReader:
         if response.status_code == 404 and missing_ok:
             return None
         if response.status_code != 200:
-            raise SourceReadError(f"{what} failed: {self._explain(response)}")
+            raise SourceReadError(f"{what} failed: {self._explain(response, role)}")
         try:
             return response.json()
         except ValueError:
             raise SourceReadError(f"{what} returned a body that is not JSON") from None
 
-    def _explain(self, response: httpx.Response) -> str:
+    def _explain(self, response: httpx.Response, role: str = "view-users") -> str:
         code = response.status_code
         if code == 401:
             return (
@@ -273,7 +277,7 @@ class KeycloakReader:
         if code == 403:
             return (
                 f"HTTP 403 forbidden: the service account of client '{self.client_id}' lacks "
-                "the realm-management role 'view-users'"
+                f"the realm-management role '{role}'"
             )
         if code == 404:
             return f"HTTP 404 not found (does realm '{self.realm}' exist?)"
@@ -389,3 +393,42 @@ class KeycloakReader:
     async def read_group(self, group_id: str) -> dict[str, Any] | None:
         """The group, or None when it is gone."""
         return await self._object_or_none("group", group_id)
+
+    # -- admin events, for the fast path (syncd.events) --------------------
+    async def read_events_config(self) -> dict[str, Any]:
+        """The realm's event settings (``adminEventsEnabled``); needs 'view-events'."""
+        reply = await self._get("/events/config", {}, role="view-events")
+        if not isinstance(reply, dict):
+            raise SourceReadError(
+                f"Keycloak GET {self.prefix}/events/config returned {type(reply).__name__}"
+            )
+        return reply
+
+    async def read_admin_events(
+        self, date_from_ms: int, first: int, max_results: int
+    ) -> list[dict[str, Any]]:
+        """Admin events stamped at or after `date_from_ms`, oldest first.
+
+        ``dateFrom`` takes epoch milliseconds (inclusive) and ``direction=asc``
+        lists oldest first, as Keycloak 26 does (tests/keycloak_facts); paging
+        forward then meets new events last instead of shifting under them.
+        """
+        return await self._event_page(
+            {"dateFrom": str(date_from_ms), "direction": "asc", "first": first,
+             "max": max_results}
+        )
+
+    async def read_oldest_admin_event(self) -> dict[str, Any] | None:
+        """The oldest admin event the realm still keeps (retention may have dropped
+        older ones), or None when it keeps none."""
+        page = await self._event_page({"direction": "asc", "first": 0, "max": 1})
+        return page[0] if page else None
+
+    async def _event_page(self, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        page = await self._get("/admin-events", params, role="view-events")
+        if not isinstance(page, list) or not all(isinstance(i, dict) for i in page):
+            raise SourceReadError(
+                f"Keycloak GET {self.prefix}/admin-events returned {type(page).__name__}, "
+                "expected a list of objects"
+            )
+        return page
