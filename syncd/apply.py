@@ -24,6 +24,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
+from typing import assert_never
 
 import structlog
 
@@ -41,7 +42,7 @@ from syncd.operations import (
     DeleteTeam,
     DeleteUser,
     LinkUser,
-    Operation,
+    Op,
     RemoveMember,
     UnblockKey,
     UnblockTeam,
@@ -49,13 +50,13 @@ from syncd.operations import (
     UpdateTeam,
     UpdateUserMetadata,
     UpdateUserProfile,
+    thaw,
 )
-from syncd.report import describe
 
 log = structlog.get_logger("syncd.apply")
 
 BATCH = 100  # members per member_add, keys per key/delete
-# Operation groups in flight at once, at most. Starting one task per operation
+# Op groups in flight at once, at most. Starting one task per operation
 # for 10,000 users only holds 10,000 suspended requests in memory. The Applier
 # runs as many workers as the HTTP client may send at once (litellm.concurrency),
 # so an operation that has started is one whose request is on the wire: a stop
@@ -71,16 +72,16 @@ LICENCE_REFUSED = (
 
 @dataclass
 class ApplyResult:
-    done: list[Operation] = field(default_factory=list)
-    failed: list[tuple[Operation, str]] = field(default_factory=list)
+    done: list[Op] = field(default_factory=list)
+    failed: list[tuple[Op, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     # Found done already ("already exists" with syncd's own object); also in `done`.
     existed: int = 0
     # Not applied because the proxy refused the admin role (licence): one problem.
-    refused: list[Operation] = field(default_factory=list)
+    refused: list[Op] = field(default_factory=list)
     refusal: str | None = None  # LiteLLM's own words, from the first refusal
     # Cut off by a cancellation while their request was in flight: outcome unknown.
-    interrupted: list[Operation] = field(default_factory=list)
+    interrupted: list[Op] = field(default_factory=list)
     not_started: int = 0  # left out because the run was asked to stop
 
     @property
@@ -111,7 +112,7 @@ class Applier:
     def stopped(self) -> bool:
         return self.stop is not None and self.stop.is_set()
 
-    async def apply(self, operations: Sequence[Operation]) -> ApplyResult:
+    async def apply(self, operations: Sequence[Op]) -> ApplyResult:
         # Within the membership phase, role changes wait for the adds: a new admin
         # is added as user, then promoted (see the planner).
         for _, phase_ops in groupby(
@@ -134,7 +135,7 @@ class Applier:
             r.not_started += sum(1 for op in operations if id(op) not in seen)
         return self.result
 
-    async def _run_groups(self, groups: list[list[Operation]]) -> None:
+    async def _run_groups(self, groups: list[list[Op]]) -> None:
         """Run a phase's groups concurrently, in order, at most IN_FLIGHT at a time."""
         pending = iter(groups)
 
@@ -146,14 +147,14 @@ class Applier:
 
         await asyncio.gather(*(worker() for _ in range(min(self.in_flight, len(groups)))))
 
-    def _groups(self, ops: list[Operation]) -> list[list[Operation]]:
+    def _groups(self, ops: list[Op]) -> list[list[Op]]:
         """Batchable operations together; everything else on its own."""
-        adds: dict[tuple[str, str], list[Operation]] = defaultdict(list)
-        deletes: list[Operation] = []
-        singles: list[list[Operation]] = []
+        adds: dict[tuple[str, str], list[Op]] = defaultdict(list)
+        deletes: list[Op] = []
+        singles: list[list[Op]] = []
         for op in ops:
             if isinstance(op, AddMember):
-                adds[(op.team, op.role)].append(op)
+                adds[(op.team_id, op.role)].append(op)
             elif isinstance(op, DeleteKey):
                 deletes.append(op)
             else:
@@ -164,7 +165,7 @@ class Applier:
         groups.extend(deletes[i : i + BATCH] for i in range(0, len(deletes), BATCH))
         return groups
 
-    async def _run_group(self, ops: list[Operation]) -> None:
+    async def _run_group(self, ops: list[Op]) -> None:
         if self.result.refusal is not None:  # the proxy said no once: do not ask again
             for op in [op for op in ops if _wants_admin(op)]:
                 self.result.refused.append(op)
@@ -199,14 +200,14 @@ class Applier:
         for op in runnable:
             self._done(op, existed=existed)
 
-    def _blocked_by_failure(self, op: Operation) -> bool:
-        if isinstance(op, ChangeMemberRole) and (op.team, op.user) in self.failed_adds:
+    def _blocked_by_failure(self, op: Op) -> bool:
+        if isinstance(op, ChangeMemberRole) and (op.team_id, op.user_id) in self.failed_adds:
             return True
         if isinstance(op, AddMember | ChangeMemberRole):
-            return op.user in self.failed_users or op.team in self.failed_teams
+            return op.user_id in self.failed_users or op.team_id in self.failed_teams
         return False
 
-    def _refused(self, ops: list[Operation], error: str) -> None:
+    def _refused(self, ops: list[Op], error: str) -> None:
         """The proxy refused the admin role: a licence problem, reported once per run."""
         first = self.result.refusal is None
         if first:
@@ -218,68 +219,73 @@ class Applier:
     async def _add_members(self, ops: list[AddMember]) -> None:
         """One member_add per team and role. The role is the plan's: a refusal of
         admin (no licence) is not turned into another role here."""
-        team = ops[0].team
-        await self.client.add_members(team, [(op.user, op.role) for op in ops])
+        team_id = ops[0].team_id
+        await self.client.add_members(team_id, [(op.user_id, op.role) for op in ops])
 
-    async def _single(self, op: Operation) -> bool:
+    async def _single(self, op: Op) -> bool:
         """Apply one operation; True when a create found its object already there."""
         c = self.client
         match op:
             case CreateUser():
-                return not await c.create_user(op.user, op.email, op.username, op.metadata)
+                return not await c.create_user(
+                    op.user_id, op.email, op.username, thaw(op.metadata)
+                )
             case UpdateUserMetadata() | UnblockUser() | BlockUser() | LinkUser():
-                await c.update_user_metadata(op.user, op.metadata)
+                await c.update_user_metadata(op.user_id, thaw(op.metadata))
             case UpdateUserProfile():
-                await c.update_user_profile(op.user, {name: new for name, _, new in op.changes})
+                await c.update_user_profile(
+                    op.user_id, {name: new for name, _, new in op.changes}
+                )
             case CreateTeam():
-                return not await c.create_team(op.team, op.alias, op.settings, op.metadata)
+                return not await c.create_team(
+                    op.team_id, op.alias, op.settings, thaw(op.metadata)
+                )
             case UpdateTeam():
-                fields = {name: new for name, _, new in op.changes if name != "metadata"}
-                if "models" in fields and fields["models"] is not None:
-                    fields["models"] = list(fields["models"])
-                await c.update_team(op.team, fields, op.metadata)
+                fields = {name: thaw(new) for name, _, new in op.changes if name != "metadata"}
+                await c.update_team(op.team_id, fields, thaw(op.metadata))
             case UnblockTeam():
-                await c.unblock_team(op.team, op.metadata)
+                await c.unblock_team(op.team_id, thaw(op.metadata))
+            case AddMember():  # batched by _run_group; one alone is a batch of one
+                await self._add_members([op])
             case ChangeMemberRole():
-                await c.change_member_role(op.team, op.user, op.new)
+                await c.change_member_role(op.team_id, op.user_id, op.new)
             case UnblockKey():
-                await c.unblock_key(op.token, op.unblock, op.metadata)
+                await c.unblock_key(op.token, op.unblock, thaw(op.metadata))
             case RemoveMember():
-                await c.remove_member(op.team, op.user)
+                await c.remove_member(op.team_id, op.user_id)
+            case DeleteKey():  # batched by _run_group, like AddMember
+                await c.delete_keys([op.token])
             case BlockKey():
-                await c.block_key(op.token, op.metadata)
+                await c.block_key(op.token, thaw(op.metadata))
             case BlockTeam():
-                await c.block_team(op.team, op.metadata)
+                await c.block_team(op.team_id, thaw(op.metadata))
             case DeleteTeam():
-                await c.delete_team(op.team)
+                await c.delete_team(op.team_id)
             case DeleteUser():
-                await c.delete_user(op.user)
+                await c.delete_user(op.user_id)
             case _:
-                raise TargetWriteError(f"no handler for operation {op.KIND}")
+                assert_never(op)
         return False
 
-    def _done(self, op: Operation, *, existed: bool = False) -> None:
+    def _done(self, op: Op, *, existed: bool = False) -> None:
         self.result.done.append(op)
-        if existed:
-            # A lost answer, or another run: the object is syncd's and in place.
-            self.result.existed += 1
-            log.info("change", op=op.KIND, detail=describe(op), already_existed=True,
-                     **op.ids())
-            return
-        log.info("change", op=op.KIND, detail=describe(op), **op.ids())
+        # existed: a lost answer, or another run; the object is syncd's and in place.
+        self.result.existed += existed
+        flag = {"already_existed": True} if existed else {}
+        log.info("change", op=op.KIND, detail=op.describe(), **flag, **op.ids())
 
-    def _fail(self, op: Operation, error: str) -> None:
+    def _fail(self, op: Op, error: str) -> None:
         if isinstance(op, CreateUser):
-            self.failed_users.add(op.user)
+            self.failed_users.add(op.user_id)
         if isinstance(op, CreateTeam):
-            self.failed_teams.add(op.team)
+            self.failed_teams.add(op.team_id)
         if isinstance(op, AddMember):
-            self.failed_adds.add((op.team, op.user))
+            self.failed_adds.add((op.team_id, op.user_id))
         self.result.failed.append((op, error))
-        log.error("change_failed", op=op.KIND, detail=describe(op), error=error, **op.ids())
+        log.error("change_failed", op=op.KIND, detail=op.describe(), error=error, **op.ids())
 
 
-def _wants_admin(op: Operation) -> bool:
+def _wants_admin(op: Op) -> bool:
     """An operation that only a licensed proxy accepts: the team admin role."""
     if isinstance(op, AddMember):
         return op.role == "admin"

@@ -21,7 +21,7 @@ from syncd.desired import Rules, still_selected
 from syncd.errors import SourceReadError
 from syncd.evidence import Evidence, GroupGone, SourceFacts, UserOutside, judge_group, judge_user
 from syncd.keycloak import KeycloakReader
-from syncd.operations import Operation
+from syncd.operations import Op
 from syncd.plan import Plan
 
 log = structlog.get_logger("syncd.confirm")
@@ -29,7 +29,7 @@ log = structlog.get_logger("syncd.confirm")
 T = TypeVar("T")
 
 
-def evidence_of(op: Operation) -> Evidence | None:
+def evidence_of(op: Op) -> Evidence | None:
     """The claim a destructive operation rests on (every one carries one)."""
     value = getattr(op, "evidence", None)
     return value if isinstance(value, UserOutside | GroupGone) else None
@@ -53,16 +53,16 @@ class Confirmer:
         self.rules = rules
         self.reads = 0
 
-    async def confirm(self, operations: Sequence[Operation]) -> tuple[
-        list[Operation], list[tuple[Operation, str]]
+    async def confirm(self, operations: Sequence[Op]) -> tuple[
+        list[Op], list[tuple[Op, str]]
     ]:
         """Split `operations` into the confirmed and the dropped (with why)."""
         claims = {ev for op in operations if (ev := evidence_of(op)) is not None}
         verdicts = dict(
             zip(claims, await asyncio.gather(*(self._judge(c) for c in claims)), strict=True)
         )
-        kept: list[Operation] = []
-        dropped: list[tuple[Operation, str]] = []
+        kept: list[Op] = []
+        dropped: list[tuple[Op, str]] = []
         for op in operations:
             if not op.DESTRUCTIVE:
                 kept.append(op)
@@ -103,7 +103,7 @@ class Confirmer:
         return judge_group(claim, group, lambda raw: still_selected(raw, self.rules))
 
 
-def with_unconfirmed(plan: Plan, dropped: Sequence[tuple[Operation, str]]) -> Plan:
+def with_unconfirmed(plan: Plan, dropped: Sequence[tuple[Op, str]]) -> Plan:
     """The plan as applied: without the dropped operations, which it lists."""
     gone = {id(op) for op, _ in dropped}
     return replace(

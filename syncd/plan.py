@@ -59,6 +59,7 @@ from syncd.operations import (
     BlockKey,
     BlockTeam,
     BlockUser,
+    Cause,
     ChangeMemberRole,
     CreateTeam,
     CreateUser,
@@ -66,7 +67,7 @@ from syncd.operations import (
     DeleteTeam,
     DeleteUser,
     LinkUser,
-    Operation,
+    Op,
     RemoveMember,
     UnblockKey,
     UnblockTeam,
@@ -77,26 +78,32 @@ from syncd.operations import (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Policy:
+    """What the planner needs from the configuration, as plain values.
+
+    No defaults: the configuration owns them (``syncd.config``), and a second
+    copy here would drift. ``syncd.sync.policy_from`` builds one from Settings.
+    """
+
     now: datetime
-    adopt_existing: bool = False
-    enterprise_license: bool = False
-    departure_policy: Literal["block", "delete"] = "block"
-    departure_grace: timedelta = timedelta(days=30)
-    delete_users: bool = False
-    removed_team_policy: Literal["block", "delete"] = "block"
-    removed_team_grace: timedelta = timedelta(days=30)
-    ignore_users: frozenset[str] = frozenset()  # LiteLLM user ids or emails
-    id_from: IdFrom = "id"  # users.id_from: the LiteLLM user_id of a Keycloak user
-    link_by_email: bool = False  # users.link_by_email (syncd.identity)
+    adopt_existing: bool
+    enterprise_license: bool
+    departure_policy: Literal["block", "delete"]
+    departure_grace: timedelta
+    delete_users: bool
+    removed_team_policy: Literal["block", "delete"]
+    removed_team_grace: timedelta
+    ignore_users: frozenset[str]  # LiteLLM user ids or emails
+    id_from: IdFrom  # users.id_from: the LiteLLM user_id of a Keycloak user
+    link_by_email: bool  # users.link_by_email (syncd.identity)
     # The brake counts people and teams, not API calls (see `brake`).
-    max_blocked: int = 25
-    max_blocked_fraction: float = 0.10
-    max_deleted: int = 10
-    max_deleted_fraction: float = 0.05
-    fraction_from_memberships: int = 100
-    brake_released: bool = False  # --force: lift the brake for one run
+    max_blocked: int
+    max_blocked_fraction: float
+    max_deleted: int
+    max_deleted_fraction: float
+    fraction_from_memberships: int
+    brake_released: bool  # --force: lift the brake for one run
 
 
 @dataclass(frozen=True)
@@ -107,15 +114,15 @@ class Skipped:
 
 @dataclass(frozen=True)
 class Plan:
-    operations: tuple[Operation, ...]
-    held_back: tuple[Operation, ...] = ()
+    operations: tuple[Op, ...]
+    held_back: tuple[Op, ...] = ()
     skipped: tuple[Skipped, ...] = ()
     warnings: tuple[str, ...] = ()
     managed_memberships: int = 0
     brake_reason: str | None = None
     # Destructive operations a fresh read did not confirm, with the reason;
     # filled in by `syncd.confirm` just before applying.
-    unconfirmed: tuple[tuple[Operation, str], ...] = ()
+    unconfirmed: tuple[tuple[Op, str], ...] = ()
     # Keycloak users left out (or changes not made) for an identity collision;
     # their warnings are in `warnings` (syncd.identity).
     unresolved_identities: int = 0
@@ -162,7 +169,7 @@ class _Planner:
         self.actual = actual
         self.policy = policy
         self.now = _stamp(policy.now)
-        self.ops: list[Operation] = []
+        self.ops: list[Op] = []
         self.skipped: list[Skipped] = []
         self.warnings: list[str] = list(self.identities.warnings)
         self.keys_by_user: dict[str, list[Key]] = defaultdict(list)
@@ -263,19 +270,20 @@ class _Planner:
             if user_id in self.desired.users:
                 # Still in other groups: leaves this team only. Irreversible,
                 # because LiteLLM deletes the member's keys of this team.
-                self.ops.append(RemoveMember(want.team_id, user_id, "left the group", evidence))
-                self.revoke_team_keys(want.team_id, user_id, "left the team", evidence)
+                self.ops.append(RemoveMember(
+                    want.team_id, user_id, "left_group", "left the group", evidence
+                ))
+                self.revoke_team_keys(want.team_id, user_id, evidence)
             elif user is None or not user.managed:
                 # Not syncd's user: taken out of this team, nothing else touched.
                 self.ops.append(RemoveMember(
-                    want.team_id, user_id, "not in the group (user not managed by syncd)", evidence
+                    want.team_id, user_id, "not_in_group",
+                    "not in the group (user not managed by syncd)", evidence,
                 ))
             # A departed user of syncd's keeps the membership until the grace
             # period is over (plan_departed_user).
 
-    def revoke_team_keys(
-        self, team_id: str, user_id: str, reason: str, evidence: UserOutside
-    ) -> None:
+    def revoke_team_keys(self, team_id: str, user_id: str, evidence: UserOutside) -> None:
         """Delete the keys bound to a team of a member who is removed from it.
 
         LiteLLM 1.110.2 deletes these inside member_delete; older versions keep
@@ -286,7 +294,9 @@ class _Planner:
             if key.user_id != user_id:
                 continue
             self.revoked.add(key.token)
-            self.ops.append(DeleteKey(key.token, user_id, team_id, key.label, reason, evidence))
+            self.ops.append(DeleteKey(
+                key.token, user_id, team_id, key.label, "left_group", "left the team", evidence
+            ))
 
     def keycloak_id(self, user_id: str) -> str:
         """The Keycloak user behind a LiteLLM user, for re-reading it."""
@@ -305,13 +315,15 @@ class _Planner:
             archived_at, self.policy.now, self.policy.removed_team_grace
         ):
             self.ops.append(
-                DeleteTeam(team.team_id, f"{reason}; archived since {archived_at}", evidence)
+                DeleteTeam(
+                    team.team_id, "group_gone", f"{reason}; archived since {archived_at}", evidence
+                )
             )
             return
         if not team.blocked or archived_at is None:
             metadata = dict(team.metadata)
             metadata.setdefault(ARCHIVED_AT, self.now)
-            self.ops.append(BlockTeam(team.team_id, reason, metadata, evidence))
+            self.ops.append(BlockTeam(team.team_id, "group_gone", reason, metadata, evidence))
 
     # -- users ------------------------------------------------------------
     def plan_users(self) -> None:
@@ -375,17 +387,21 @@ class _Planner:
         ):
             reason = f"departed; blocked since {blocked_at}, grace period over"
             if self.policy.delete_users:
-                self.ops.append(DeleteUser(uid, reason, evidence))
+                self.ops.append(DeleteUser(uid, "departed_grace_over", reason, evidence))
                 return
-            self.block_user(user, reason, evidence)
+            self.block_user(user, "departed_grace_over", reason, evidence)
             for team_id in sorted(owned):
                 if uid in self.actual.teams[team_id].members:
-                    self.ops.append(RemoveMember(team_id, uid, reason, evidence))
+                    self.ops.append(
+                        RemoveMember(team_id, uid, "departed_grace_over", reason, evidence)
+                    )
             for key in keys:
-                self.ops.append(DeleteKey(key.token, uid, key.team_id, key.label, reason, evidence))
+                self.ops.append(DeleteKey(
+                    key.token, uid, key.team_id, key.label, "departed_grace_over", reason, evidence
+                ))
             return
         reason = "departed: disabled, deleted, or in no selected group"
-        self.block_user(user, reason, evidence)
+        self.block_user(user, "departed", reason, evidence)
         for key in keys:
             if key.blocked:
                 continue  # blocked by syncd already, or by an administrator: leave as is
@@ -393,7 +409,10 @@ class _Planner:
             key_meta[KEY_BLOCKED] = True
             key_meta[BLOCKED_AT] = self.now
             self.ops.append(
-                BlockKey(key.token, uid, key.team_id, key.label, reason, key_meta, evidence)
+                BlockKey(
+                    key.token, uid, key.team_id, key.label, "departed", reason, key_meta,
+                    evidence,
+                )
             )
 
     def owned_teams(self) -> set[str]:
@@ -402,7 +421,7 @@ class _Planner:
         adopted = {t for t in self.desired.teams if t in self.actual.teams and t not in skipped}
         return set(self.managed) | adopted
 
-    def block_user(self, user: User, reason: str, evidence: UserOutside) -> None:
+    def block_user(self, user: User, cause: Cause, reason: str, evidence: UserOutside) -> None:
         """The kill switch, unless it is already thrown by syncd."""
         if user.kill_switch_on and user.blocked_by_syncd:
             return
@@ -410,7 +429,7 @@ class _Planner:
         metadata[MANAGED] = True
         metadata[SCIM_ACTIVE] = False
         metadata.setdefault(BLOCKED_AT, self.now)
-        self.ops.append(BlockUser(user.user_id, reason, metadata, evidence))
+        self.ops.append(BlockUser(user.user_id, cause, reason, metadata, evidence))
 
     def managed_memberships(self) -> int:
         return sum(
@@ -455,13 +474,13 @@ def make_plan(desired: Desired, actual: Actual, policy: Policy) -> Plan:
     )
 
 
-def _subjects(ops: Sequence[Operation], irreversible: bool) -> set[tuple[str, str]]:
+def _subjects(ops: Sequence[Op], irreversible: bool) -> set[tuple[str, str]]:
     return {op.subject() for op in ops if op.DESTRUCTIVE and irreversible == op.IRREVERSIBLE}
 
 
 def brake(
-    ops: Sequence[Operation], memberships: int, subjects: int, policy: Policy
-) -> tuple[tuple[Operation, ...], str | None]:
+    ops: Sequence[Op], memberships: int, subjects: int, policy: Policy
+) -> tuple[tuple[Op, ...], str | None]:
     """Which destructive operations to hold back, and why.
 
     Counted are people and teams affected, not API calls: one leaver is one,
@@ -498,27 +517,3 @@ def brake(
         why = f"users and teams with irreversible steps: {why_deleted}"
         return tuple(op for op in ops if op.IRREVERSIBLE), why
     return (), None
-
-
-def policy_from_settings(settings: Any, now: datetime, *, force: bool = False) -> Policy:
-    """Build the planner's policy from validated `Settings` (typed loosely to keep
-    this module free of the configuration layer's imports)."""
-    return Policy(
-        now=now,
-        adopt_existing=settings.teams.adopt_existing,
-        enterprise_license=settings.litellm.enterprise_license,
-        departure_policy=settings.departures.policy,
-        departure_grace=timedelta(days=settings.departures.grace_days),
-        delete_users=settings.departures.delete_users,
-        removed_team_policy=settings.teams.removed_policy,
-        removed_team_grace=timedelta(days=settings.teams.removed_grace_days),
-        ignore_users=frozenset(settings.departures.ignore_users),
-        id_from=settings.users.id_from,
-        link_by_email=settings.users.link_by_email,
-        max_blocked=settings.safety.max_blocked,
-        max_blocked_fraction=settings.safety.max_blocked_fraction,
-        max_deleted=settings.safety.max_deleted,
-        max_deleted_fraction=settings.safety.max_deleted_fraction,
-        fraction_from_memberships=settings.safety.fraction_from_memberships,
-        brake_released=force,
-    )

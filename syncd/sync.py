@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 import structlog
@@ -29,7 +29,7 @@ from syncd.keycloak import KeycloakReader, TokenProvider
 from syncd.litellm import LiteLLMClient
 from syncd.metrics import Metrics
 from syncd.model import Actual, Desired
-from syncd.plan import Plan, make_plan, policy_from_settings
+from syncd.plan import Plan, Policy, make_plan
 from syncd.report import Names, summary_line
 
 log = structlog.get_logger("syncd.sync")
@@ -58,6 +58,30 @@ class RunOutcome:
         if self.desired is None or self.actual is None:
             return Names()
         return Names.from_states(self.desired, self.actual)
+
+
+def policy_from(settings: Settings, now: datetime, *, force: bool = False) -> Policy:
+    """The planner's policy: the planner stays free of the configuration layer,
+    and this is the one module that holds Settings."""
+    return Policy(
+        now=now,
+        adopt_existing=settings.teams.adopt_existing,
+        enterprise_license=settings.litellm.enterprise_license,
+        departure_policy=settings.departures.policy,
+        departure_grace=timedelta(days=settings.departures.grace_days),
+        delete_users=settings.departures.delete_users,
+        removed_team_policy=settings.teams.removed_policy,
+        removed_team_grace=timedelta(days=settings.teams.removed_grace_days),
+        ignore_users=frozenset(settings.departures.ignore_users),
+        id_from=settings.users.id_from,
+        link_by_email=settings.users.link_by_email,
+        max_blocked=settings.safety.max_blocked,
+        max_blocked_fraction=settings.safety.max_blocked_fraction,
+        max_deleted=settings.safety.max_deleted,
+        max_deleted_fraction=settings.safety.max_deleted_fraction,
+        fraction_from_memberships=settings.safety.fraction_from_memberships,
+        brake_released=force,
+    )
 
 
 def _clients(
@@ -164,7 +188,7 @@ async def _run(
                 f"while {len(managed)} teams are managed; refusing to treat that as everyone "
                 "leaving. Check the realm and the selection settings."
             )
-        plan = make_plan(desired, actual, policy_from_settings(settings, now, force=force))
+        plan = make_plan(desired, actual, policy_from(settings, now, force=force))
         outcome.plan = plan
         outcome.warnings.extend(plan.warnings)
         metrics.pending_changes.set(len(plan.operations) + len(plan.held_back))

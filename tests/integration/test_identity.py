@@ -47,10 +47,10 @@ def test_sso_user_with_email_as_id_is_linked_on_the_first_run(
     dry = syncd.once("--dry-run")
     assert dry.code == 0, dry.stderr
     links = ops(dry, "link_user")
-    assert [(op["user"], op["username"], op["how"]) for op in links] == [
+    assert [(op["user_id"], op["username"], op["how"]) for op in links] == [
         ("alice@example.com", "alice", "id")]
     assert "link existing LiteLLM user alice@example.com" in links[0]["description"]
-    assert [op["user"] for op in ops(dry, "create_user")] == ["bob@example.com"]
+    assert [op["user_id"] for op in ops(dry, "create_user")] == ["bob@example.com"]
     assert emulator.audit() == []
 
     first = syncd.once()

@@ -232,13 +232,16 @@ def test_confirmation_drops_what_keycloak_contradicts(
                         frozenset(ids.values()))
     bob, alice = uid["bob"], uid["alice"]
     research = ids["/llm/research"]
-    stale_block = BlockUser(bob, "departed", {}, UserOutside(bob, bob))  # bob is still there
-    wrong_remove = RemoveMember(research, alice, "left", UserOutside(alice, alice,
-                                                                     frozenset({research})))
-    gone = BlockUser("no-such-user", "departed", {}, UserOutside("no-such-user", "no-such-user"))
-    kept_group = BlockTeam(research, "gone", {}, GroupGone(research))
+    # bob is still there
+    stale_block = BlockUser(bob, "departed", "departed", {}, UserOutside(bob, bob))
+    wrong_remove = RemoveMember(research, alice, "left_group", "left",
+                                UserOutside(alice, alice, frozenset({research})))
+    gone = BlockUser("no-such-user", "departed", "departed", {},
+                     UserOutside("no-such-user", "no-such-user"))
+    kept_group = BlockTeam(research, "group_gone", "gone", {}, GroupGone(research))
     realm.delete_user("carol")
-    deleted = BlockUser(uid["carol"], "departed", {}, UserOutside(uid["carol"], uid["carol"]))
+    deleted = BlockUser(uid["carol"], "departed", "departed", {},
+                        UserOutside(uid["carol"], uid["carol"]))
     kept, dropped = _confirm(realm, tmp_path, facts,
                              [stale_block, wrong_remove, gone, kept_group, deleted])
     assert kept == [gone, deleted]
@@ -250,6 +253,6 @@ def test_confirmation_drops_what_keycloak_contradicts(
 def test_a_failed_re_read_drops_the_operation(tmp_path: Path, realm: KeycloakRealm) -> None:
     down = KeycloakRealm(realm.name, "http://127.0.0.1:9", realm.client_id, realm.client_secret,
                          realm.admin, {})
-    op = BlockTeam("g", "gone", {}, GroupGone("g"))
+    op = BlockTeam("g", "group_gone", "gone", {}, GroupGone("g"))
     kept, dropped = _confirm(down, tmp_path, SourceFacts({}, frozenset()), [op])
     assert kept == [] and len(dropped) == 1 and "could not re-read" in dropped[0][1]

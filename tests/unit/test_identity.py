@@ -30,7 +30,8 @@ from syncd.operations import (
     RemoveMember,
     UpdateUserProfile,
 )
-from syncd.plan import Policy, make_plan
+from syncd.plan import make_plan
+from tests.unit.policies import policy_at
 from tests.unit.state_model import apply_ops
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -121,11 +122,11 @@ def test_plan_links_then_nothing_and_collision_blocks_nobody() -> None:
     twin = DesiredUser("kc-twin", "twin", "bob@example.com")
     bobs = User("bob@example.com", "bob@example.com", "internal_user",
                 {MANAGED: True, KEYCLOAK_ID: "kc-bob", ID_FROM: "email"}, alias="bob")
-    policy = Policy(now=NOW, id_from="email", brake_released=True)
+    policy = policy_at(NOW, id_from="email", brake_released=True)
     desired, actual = want(ALICE, BOB, twin), have(sso, bobs)
     plan = make_plan(desired, actual, policy)
     links = [op for op in plan.operations if isinstance(op, LinkUser)]
-    assert [(op.user, op.how) for op in links] == [("alice@example.com", "id")]
+    assert [(op.user_id, op.how) for op in links] == [("alice@example.com", "id")]
     assert links[0].metadata["k"] == "v"
     assert not any(isinstance(op, BlockUser | RemoveMember) for op in plan.operations)
     assert plan.unresolved_identities == 2 and all("twin" in w for w in plan.warnings)
@@ -179,7 +180,7 @@ def test_linking_never_merges_two_keycloak_users(world: tuple[Desired, Actual, s
         elif u is not None and u.managed:
             assert uid == kc
     # the plan's creates never carry an email another user already holds
-    plan = make_plan(desired, actual, Policy(now=NOW, id_from=rule, link_by_email=by_email,  # type: ignore[arg-type]
+    plan = make_plan(desired, actual, policy_at(NOW, id_from=rule, link_by_email=by_email,  # type: ignore[arg-type]
                                              brake_released=True))
     held_emails = {(u.email or "").casefold() for u in actual.users.values() if u.email}
     for op in plan.operations:
@@ -187,4 +188,4 @@ def test_linking_never_merges_two_keycloak_users(world: tuple[Desired, Actual, s
             assert op.email.casefold() not in held_emails
     for op in plan.operations:
         if isinstance(op, UpdateUserProfile):
-            assert op.user in ids.keycloak_ids
+            assert op.user_id in ids.keycloak_ids

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+from syncd.evidence import UserOutside
 from syncd.model import (
     MANAGED,
     Actual,
@@ -16,8 +17,10 @@ from syncd.model import (
     TeamSettings,
     User,
 )
-from syncd.plan import Policy, make_plan
+from syncd.operations import DeleteKey
+from syncd.plan import Plan, make_plan
 from syncd.report import Names, plan_json, render_plan
+from tests.unit.policies import policy_at
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 TOKEN = "a" * 60 + "beef"
@@ -42,7 +45,7 @@ def scenario() -> tuple[Desired, Actual]:
 
 def test_text_plan_is_grouped_and_names_people() -> None:
     desired, actual = scenario()
-    plan = make_plan(desired, actual, Policy(now=NOW, brake_released=True))
+    plan = make_plan(desired, actual, policy_at(NOW, brake_released=True))
     text = render_plan(plan, Names.from_states(desired, actual))
     lines = text.splitlines()
     assert lines[0].startswith("Plan: ")
@@ -60,7 +63,7 @@ def test_text_plan_is_grouped_and_names_people() -> None:
 
 def test_json_plan_has_no_key_material_and_shows_held_back() -> None:
     desired, actual = scenario()
-    plan = make_plan(desired, actual, Policy(now=NOW, max_blocked=0))
+    plan = make_plan(desired, actual, policy_at(NOW, max_blocked=0))
     doc = plan_json(plan, Names.from_states(desired, actual))
     dumped = json.dumps(doc)
     assert TOKEN not in dumped and "b" * 64 not in dumped
@@ -72,5 +75,14 @@ def test_json_plan_has_no_key_material_and_shows_held_back() -> None:
 
 def test_no_changes_message() -> None:
     empty = Desired({}, {})
-    plan = make_plan(empty, Actual({}, {}, {}), Policy(now=NOW))
+    plan = make_plan(empty, Actual({}, {}, {}), policy_at(NOW))
     assert render_plan(plan, Names()) == "No changes: LiteLLM matches Keycloak."
+
+
+def test_deleted_keys_are_grouped_by_cause_not_by_the_wording_of_reason() -> None:
+    evidence = UserOutside("u1", "u1")
+    left = DeleteKey("k1", "u1", "t1", "left-key", "left_group", "departed wording", evidence)
+    gone = DeleteKey("k2", "u1", "t1", "gone-key", "departed_grace_over", "left", evidence)
+    text = render_plan(Plan((left, gone)), Names(teams={"t1": "research"}))
+    team, users = text.split("Users")
+    assert "left-key" in team and "gone-key" in users

@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 
 from syncd.model import MANAGED, Actual, Desired, DesiredTeam, DesiredUser, Team, TeamSettings, User
 from syncd.operations import RemoveMember
-from syncd.plan import Policy, make_plan
+from syncd.plan import make_plan
+from tests.unit.policies import policy_at
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 SVC = "svc-syncd"
@@ -36,12 +37,12 @@ def _states(service_user_id: str | None) -> tuple[Desired, Actual]:
 
 
 def test_the_keys_own_user_is_never_removed_nor_drift() -> None:
-    plan = make_plan(*_states(SVC), Policy(now=NOW, brake_released=True))
+    plan = make_plan(*_states(SVC), policy_at(NOW, brake_released=True))
     assert not plan, plan.operations
 
 
 def test_without_the_identity_the_same_user_would_be_removed() -> None:
     """The control: what the protection prevents."""
-    plan = make_plan(*_states(None), Policy(now=NOW, brake_released=True))
+    plan = make_plan(*_states(None), policy_at(NOW, brake_released=True))
     removed = [op for op in plan.operations if isinstance(op, RemoveMember)]
-    assert [(op.team, op.user) for op in removed] == [("t1", SVC)]
+    assert [(op.team_id, op.user_id) for op in removed] == [("t1", SVC)]
