@@ -271,7 +271,10 @@ class Tail:
     async def start(self) -> int:
         """Seed the cursor at the newest event now in Keycloak; returns events read."""
         cursor = Cursor(int(self._clock() * 1000), self.overlap_ms, self.max_remembered)
-        events, _ = await self._read(cursor.since_ms)
+        # Seeding may read the whole window, up to what may be remembered: a
+        # poll's page limit here would turn a recent burst into gap after gap.
+        limit = max(self.max_pages, self.max_remembered // self.page_size)
+        events, _ = await self._read(cursor.since_ms, limit)
         cursor.take(events)
         self.cursor = cursor
         self.last_ok = self._monotonic()
@@ -287,7 +290,10 @@ class Tail:
         now = self._monotonic()
         since_ok = now - self.last_ok if self.last_ok is not None else None
         try:
-            events, requests = await self._read(self.cursor.since_ms)
+            # The overlap is read again on every poll; only new events count
+            # against the limit of what one poll may follow.
+            pages = self.max_pages + self.cursor.remembered // self.page_size + 1
+            events, requests = await self._read(self.cursor.since_ms, pages)
             if since_ok is not None and since_ok * 1000 > self.overlap_ms:
                 # Not polled for longer than the overlap: events might have
                 # expired under the realm's retention since the cursor.
@@ -321,17 +327,18 @@ class Tail:
         self.failing_since = None
         return Poll(Hints(full=reason))
 
-    async def _read(self, since_ms: int) -> tuple[list[AdminEvent], int]:
+    async def _read(self, since_ms: int, max_pages: int) -> tuple[list[AdminEvent], int]:
         events: list[AdminEvent] = []
         first = 0
-        for page_number in range(1, self.max_pages + 1):
+        for page_number in range(1, max_pages + 1):
             page = await self.source.read_admin_events(since_ms, first, self.page_size)
             events.extend(parse_event(raw) for raw in page)
             if len(page) < self.page_size:
                 return events, page_number
             first += len(page)
         raise _BurstTooLarge(
-            f"more than {self.max_pages * self.page_size} admin events in one poll"
+            f"more than {max_pages * self.page_size} admin events in one poll "
+            "(events.max_pages)"
         )
 
 

@@ -189,3 +189,15 @@ class Actual:
     @property
     def managed_teams(self) -> dict[str, Team]:
         return {tid: t for tid, t in self.teams.items() if t.managed}
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The subjects a plan may touch (the event fast path); no scope is everything.
+
+    `users` are Keycloak user ids, `teams` team (group) ids. An operation is in
+    scope when its team is, or the Keycloak user behind its LiteLLM user is.
+    """
+
+    users: frozenset[str] = frozenset()
+    teams: frozenset[str] = frozenset()
