@@ -51,6 +51,7 @@ from syncd.model import (
     DesiredTeam,
     Key,
     Role,
+    Scope,
     Team,
     User,
 )
@@ -298,6 +299,13 @@ class _Planner:
                 key.token, user_id, team_id, key.label, "left_group", "left the team", evidence
             ))
 
+    def in_scope(self, op: Op, scope: Scope) -> bool:
+        """Is `op` about a team of `scope`, or a LiteLLM user behind one of its
+        Keycloak users?"""
+        if op.team_id is not None and op.team_id in scope.teams:
+            return True
+        return op.user_id is not None and self.keycloak_id(op.user_id) in scope.users
+
     def keycloak_id(self, user_id: str) -> str:
         """The Keycloak user behind a LiteLLM user, for re-reading it."""
         if user_id in self.identities.keycloak_ids:
@@ -454,12 +462,21 @@ def _syncd_part(metadata: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metadata.items() if k.startswith("syncd_")}
 
 
-def make_plan(desired: Desired, actual: Actual, policy: Policy) -> Plan:
-    """Compute every change that makes LiteLLM match Keycloak, then apply the brake."""
+def make_plan(
+    desired: Desired, actual: Actual, policy: Policy, scope: Scope | None = None
+) -> Plan:
+    """Compute every change that makes LiteLLM match Keycloak, then apply the brake.
+
+    With a `scope` (the event fast path) only the operations about its teams
+    and users are kept, and kept *before* the brake counts them: the plan is
+    the full plan's part for those subjects, and never escapes the brake.
+    """
     planner = _Planner(desired, actual, policy)
     planner.plan_teams()
     planner.plan_users()
     ops = sorted(planner.ops, key=lambda op: op.sort_key())
+    if scope is not None:
+        ops = [op for op in ops if planner.in_scope(op, scope)]
     memberships = planner.managed_memberships()
     held, reason = brake(ops, memberships, planner.managed_subjects(), policy)
     held_ids = {id(op) for op in held}

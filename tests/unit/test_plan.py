@@ -23,6 +23,7 @@ from syncd.model import (
     DesiredTeam,
     DesiredUser,
     Key,
+    Scope,
     Team,
     TeamSettings,
     User,
@@ -585,3 +586,29 @@ def test_departure_then_return_restores_the_same_working_keys(
     assert not _working_keys(gone, uid)
     back = apply_ops(gone, make_plan(want, gone, policy).operations)
     assert _working_keys(back, uid) == _working_keys(settled, uid)
+
+
+@PROPS
+@given(states(), st.sets(st.sampled_from(USERS)), st.sets(st.sampled_from(TEAMS)))
+def test_a_scoped_plan_is_the_full_plans_part_for_its_subjects(
+    state: tuple[Desired, Actual, Policy], users: set[str], teams: set[str]
+) -> None:
+    """The fast path plans with a scope: exactly the full plan's operations on
+    those teams and users (brake released here), nothing else."""
+    want, have, policy = state
+    scope = Scope(users=frozenset(users), teams=frozenset(teams))
+    full = make_plan(want, have, policy)
+    scoped = make_plan(want, have, policy, scope)
+    expected = [op for op in full.operations
+                if op.team_id in teams or (op.user_id is not None and op.user_id in users)]
+    assert list(scoped.operations) == expected
+
+
+def test_a_scoped_plan_is_braked_on_its_own_operations() -> None:
+    want, have = _departures(30)
+    policy = policy_at(NOW)
+    full = make_plan(want, have, policy)
+    assert full.braked  # 30 leavers are over the default 25
+    one = next(op.user_id for op in full.held_back if op.user_id is not None)
+    scoped = make_plan(want, have, policy, Scope(users=frozenset({one})))
+    assert not scoped.braked and {op.user_id for op in scoped.operations} == {one}
