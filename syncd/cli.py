@@ -21,8 +21,8 @@ from syncd import __version__
 from syncd.config import Settings, load_settings
 from syncd.errors import ConfigError, ExitCode
 from syncd.logs import configure
-from syncd.metrics import Metrics
-from syncd.report import plan_json, render_plan, summary_line
+from syncd.metrics import Metrics, push_metrics
+from syncd.report import plan_json, render_plan
 from syncd.secrets import Secrets, mask
 from syncd.sync import Mode, RunOutcome, run_sync
 
@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 drift (--check), 2 usage, 3 configuration, "
         "4 Keycloak read failed, 5 LiteLLM read failed, 6 partial apply, "
         "7 safety brake engaged, 8 LiteLLM refused the configuration (enterprise_license), "
-        "10 internal error, 143 --once stopped by SIGTERM/SIGINT.",
+        "9 done with warnings (identity collisions), 10 internal error, "
+        "143 --once stopped by SIGTERM/SIGINT.",
     )
     p.add_argument("command", nargs="?", choices=("run", "validate"), default="run",
                    help="run (default) or validate the configuration only")
@@ -84,8 +85,6 @@ def run_once(settings: Settings, mode: Mode, *, force: bool, as_json: bool, push
     outcome = asyncio.run(_once_until_signalled(settings, mode, force, metrics))
     print_outcome(outcome, as_json=as_json)
     if push and mode == "apply":
-        from syncd.service import push_metrics
-
         push_metrics(settings, metrics)
     return int(outcome.exit_code)
 
@@ -132,14 +131,14 @@ def _print(*parts: object, file: TextIO | None = None) -> None:
 
 
 def print_outcome(outcome: RunOutcome, *, as_json: bool) -> None:
-    names = outcome.names
+    names, stats = outcome.names, outcome.stats
     if as_json:
         doc = {
             "run_id": outcome.run_id,
-            "result": outcome.result,
+            "result": outcome.result.value,
             "exit_code": int(outcome.exit_code),
             "error": outcome.error,
-            "summary": outcome.stats,
+            "summary": stats.as_dict(),
             "plan": plan_json(outcome.plan, names) if outcome.plan else None,
             "failed": [
                 {"op": op.KIND, "error": err} for op, err in
@@ -158,12 +157,11 @@ def print_outcome(outcome: RunOutcome, *, as_json: bool) -> None:
         _print(f"\n{len(outcome.applied.failed)} operation(s) failed:")
         for op, err in outcome.applied.failed:
             _print(f"  {op.KIND}: {err}")
-    for w in outcome.warnings:
-        if outcome.plan is None or w not in outcome.plan.warnings:
-            _print(f"Warning: {w}")
+    for w in outcome.run_warnings:  # render_plan printed the plan's own
+        _print(f"Warning: {w}")
     if outcome.error:
         _print(f"\nError: {outcome.error}", file=sys.stderr)
-    _print(summary_line(outcome.stats))
+    _print(stats.summary)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,17 @@
-"""One exception hierarchy, each class carrying its process exit code.
+"""One exception hierarchy, each class carrying its process exit code, and how a
+run ends (`RunResult`).
 
-`cli.py` maps any `SyncdError` to `exit_code` in one place, so the codes that
-operators script against (cron wrappers, CI check jobs, alerts) cannot drift
-between commands.
+A run's exit code is decided in one function, `syncd.sync.RunOutcome.exit_code`:
+the `exit_code` of the error that ended the run when there is one, otherwise
+what the plan and the writes say (drift, brake, partial, warnings). `cli.py`
+returns that code as it is, and maps only the errors raised before a run starts
+(configuration) itself, so the codes that operators script against (cron
+wrappers, CI check jobs, alerts) cannot drift between commands.
 """
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 
 
 class ExitCode(IntEnum):
@@ -25,6 +29,22 @@ class ExitCode(IntEnum):
     WARNINGS = 9  # done with warnings: identity collisions left some users out (syncd.identity)
     INTERNAL = 10  # a bug: unexpected exception
     INTERRUPTED = 143  # --once stopped by SIGTERM/SIGINT (128 + 15, as a shell reports it)
+
+
+class RunResult(StrEnum):
+    """How a run ended; the values are the ``result`` label of ``syncd_runs_total``
+    and the ``result`` of the ``sync_finished`` event, so they never change."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    PARTIAL = "partial"
+    BRAKED = "braked"
+
+    @property
+    def failed(self) -> bool:
+        """Counts towards ``syncd_consecutive_failures`` and readiness. A braked run
+        neither fails nor succeeds: it did its safe part and waits for a person."""
+        return self in (RunResult.FAILURE, RunResult.PARTIAL)
 
 
 class SyncdError(Exception):
@@ -65,6 +85,18 @@ class TargetWriteError(SyncdError):
         super().__init__(message)
         self.status = status
         self.kind = kind
+
+
+class ConfigRefused(SyncdError):
+    """The proxy refuses what the configuration asks for (``enterprise_license``).
+
+    Raised after the rest was applied, so that every run ends in one clear error
+    until the configuration is fixed, never in a "partial" that reads like a
+    flaky proxy.
+    """
+
+    exit_code = ExitCode.REFUSED
+    stage = "config"
 
 
 class RunInterrupted(SyncdError):

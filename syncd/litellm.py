@@ -128,7 +128,6 @@ class LiteLLMClient:
         self,
         path: str,
         items_key: str,
-        pages_key: str,
         size_param: str,
         parse: Callable[[Mapping[str, Any]], T],
         params: Mapping[str, Any] | None = None,
@@ -141,11 +140,11 @@ class LiteLLMClient:
             if not isinstance(body, dict):
                 raise TargetReadError(f"LiteLLM GET {path} returned {type(body).__name__}")
             rows = body.get(items_key)
-            pages = body.get(pages_key, 1)
+            pages = body.get("total_pages", 1)
             if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
                 raise TargetReadError(f"LiteLLM GET {path}: '{items_key}' is not a list of objects")
             if not isinstance(pages, int):
-                raise TargetReadError(f"LiteLLM GET {path}: '{pages_key}' is not a number")
+                raise TargetReadError(f"LiteLLM GET {path}: 'total_pages' is not a number")
             return [parse(r) for r in rows], pages
 
         items, total_pages = await page(1)
@@ -215,13 +214,13 @@ class LiteLLMClient:
         key_rows: list[Key] = []
         await gather_or_cancel(
             _into(team_rows, self._paged(
-                "/v2/team/list", "teams", "total_pages", "page_size", parse_team
+                "/v2/team/list", "teams", "page_size", parse_team
             )),
             _into(user_rows, self._paged(
-                "/user/list", "users", "total_pages", "page_size", parse_user
+                "/user/list", "users", "page_size", parse_user
             )),
             _into(key_rows, self._paged(
-                "/key/list", "keys", "total_pages", "size", parse_key,
+                "/key/list", "keys", "size", parse_key,
                 {"return_full_object": "true"},
             )),
         )
@@ -238,13 +237,12 @@ class LiteLLMClient:
         *,
         ok: Sequence[str] = (),
         gone_ok: bool = False,
-        method: str = "POST",
     ) -> httpx.Response:
         """Send a write; a 4xx whose message contains one of `ok` counts as done, and
         so does 404 for deletions (`gone_ok`): what is gone needs no deleting."""
         try:
             response = await self.api.request(
-                method, path, json=dict(body), headers=self.write_headers
+                "POST", path, json=dict(body), headers=self.write_headers
             )
         except httpx.TransportError as exc:
             raise TargetWriteError(

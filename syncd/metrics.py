@@ -4,12 +4,17 @@ Names are a contract with the alerts in helm/ and the Grafana dashboard (a
 test checks every query there against this registry), so rename nothing
 casually. Labels carry only bounded, non-identifying values: results, stages,
 operation kinds, HTTP methods and status codes, never user ids, emails or keys.
+
+``push_metrics`` is the ``--once --push-metrics`` side: it pushes one run's
+registry to a Prometheus Pushgateway and never fails the run. It lives here, not
+with the daemon, so that ``--once`` does not import the daemon's machinery.
 """
 
 from __future__ import annotations
 
 import platform
 
+import structlog
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -18,11 +23,15 @@ from prometheus_client import (
     Info,
     disable_created_metrics,
 )
+from prometheus_client.exposition import push_to_gateway
 
 from syncd import __version__
+from syncd.config import Settings
+from syncd.errors import RunResult
 from syncd.operations import ALL_KINDS
 
-RUN_RESULTS = ("success", "failure", "partial", "braked")
+log = structlog.get_logger("syncd.metrics")
+
 ERROR_STAGES = ("config", "keycloak", "litellm", "apply", "internal")
 
 # The *_created series double the series count and no alert or dashboard uses them.
@@ -122,8 +131,8 @@ class Metrics:
         )
         self.build = Info("syncd_build", "Version of syncd and Python.", registry=r)
         self.build.info({"version": __version__, "python": platform.python_version()})
-        for result in RUN_RESULTS:
-            self.runs.labels(result=result)
+        for result in RunResult:
+            self.runs.labels(result=result.value)
         for stage in ERROR_STAGES:
             self.errors.labels(stage=stage)
         # Every operation kind from 0: a series that first appears at 1 is lost to
@@ -132,3 +141,23 @@ class Metrics:
         for kind in ALL_KINDS:
             self.changes.labels(operation=kind.KIND)
             self.operation_failures.labels(operation=kind.KIND)
+
+
+def push_metrics(settings: Settings, metrics: Metrics) -> None:
+    """Push one run's metrics to the Pushgateway (grouping key: job); never raises."""
+    gateway = settings.pushgateway
+    if not gateway.url:
+        log.warning(
+            "metrics_push_skipped", reason="--push-metrics given but pushgateway.url is not set"
+        )
+        return
+    try:
+        push_to_gateway(
+            gateway.url, job=gateway.job, registry=metrics.registry,
+            timeout=gateway.timeout_seconds,
+        )
+    except Exception as exc:  # a monitoring hiccup must not fail the sync
+        log.error("metrics_push_failed", url=gateway.url, job=gateway.job,
+                  error=f"{type(exc).__name__}: {exc}")
+        return
+    log.info("metrics_pushed", url=gateway.url, job=gateway.job)

@@ -18,16 +18,19 @@ Life cycle
     cancelled), the HTTP server stops, and the process exits 0. A second
     signal cancels the run in flight at once.
 
-HTTP (one port, ``server.host``:``server.port``, stdlib ``http.server`` in a thread)
+HTTP (one port, ``server.host``:``server.port``, served on the event loop itself)
     ``/metrics``  Prometheus exposition of the daemon's registry.
-    ``/healthz``  liveness: 200 while the scheduler runs and the event loop
-                  answers; 503 when either is stuck.
+    ``/healthz``  liveness: 200 while the scheduler runs; 503 when it stopped. A
+                  stalled event loop answers nothing at all, and the kubelet
+                  counts a probe that times out as failed.
     ``/readyz``   readiness: 200 once a run succeeded, unless the last
                   ``readiness.max_consecutive_failures`` runs all failed or the
                   last success is older than ``readiness.max_success_age_seconds``.
 
-``push_metrics`` is the ``--once --push-metrics`` side: it pushes one run's
-registry to a Prometheus Pushgateway and never fails the run.
+The endpoints are a small HTTP/1.1 responder on ``asyncio.start_server`` (GET
+and HEAD, keep-alive, 400 for what it cannot parse) rather than a web framework:
+three fixed routes do not justify a runtime dependency, and answering from the
+loop that runs the syncs is what makes the liveness probe honest.
 """
 
 from __future__ import annotations
@@ -38,12 +41,13 @@ import json
 import logging
 import signal
 import socket
-import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
@@ -52,41 +56,16 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from prometheus_client import Gauge
-from prometheus_client.exposition import choose_encoder, push_to_gateway
+from prometheus_client.exposition import choose_encoder
 
 from syncd.config import ReadinessSettings, ScheduleSettings, Settings
-from syncd.errors import ExitCode
+from syncd.errors import ExitCode, RunResult
 from syncd.metrics import Metrics
 from syncd.sync import run_sync
 
 log = structlog.get_logger("syncd.service")
 
 JOB_ID = "sync"
-HEARTBEAT_SECONDS = 1.0
-LOOP_STALL_SECONDS = 60.0
-"""/healthz fails when the event loop has not run its heartbeat for this long."""
-
-SERVICE_EVENTS = frozenset(
-    {
-        "service_starting",
-        "service_started",
-        "service_stopped",
-        "service_failed",
-        "shutdown_requested",
-        "shutdown_waiting_for_run",
-        "shutdown_timeout",
-        "shutdown_forced",
-        "run_overrun",
-        "run_cancelled",
-        "run_crashed",
-        "library_log",
-    }
-)
-"""Events the daemon itself logs; they belong to no run and carry no run_id."""
-
-# Results that count as a failed run, as in sync._record and the
-# syncd_consecutive_failures gauge. "braked" neither fails nor succeeds.
-FAILED_RESULTS = frozenset({"failure", "partial"})
 
 
 # --------------------------------------------------------------------------- schedule
@@ -112,147 +91,280 @@ def describe_schedule(schedule: ScheduleSettings) -> str:
 # --------------------------------------------------------------------------- health
 
 
+Probe = tuple[bool, dict[str, Any]]
+
+
 @dataclass
 class Health:
-    """What /healthz and /readyz report; written by the event loop, read by HTTP threads."""
+    """What /healthz and /readyz report. Only the event loop writes it and only the
+    event loop reads it (the endpoints are served there), so it needs no lock."""
 
     readiness: ReadinessSettings
-    lock: threading.Lock = field(default_factory=threading.Lock)
     scheduler_running: bool = False
     stopping: bool = False
-    heartbeat: float = field(default_factory=time.monotonic)
     next_run: datetime | None = None
     runs: int = 0
-    last_result: str | None = None
+    last_result: RunResult | None = None
     last_success_wall: float | None = None
     last_success_mono: float | None = None
     consecutive_failures: int = 0
     running_since: float | None = None
 
-    def beat(self, next_run: datetime | None, scheduler_running: bool) -> None:
-        with self.lock:
-            self.heartbeat = time.monotonic()
-            self.next_run = next_run
-            self.scheduler_running = scheduler_running
+    def scheduler_seen(self, running: bool, next_run: datetime | None) -> None:
+        self.scheduler_running = running
+        self.next_run = next_run
 
     def run_started(self) -> None:
-        with self.lock:
-            self.running_since = time.monotonic()
+        self.running_since = time.monotonic()
 
-    def run_ended(self, result: str) -> None:
-        with self.lock:
-            self.running_since = None
-            self.runs += 1
-            self.last_result = result
-            if result == "success":
-                self.last_success_wall = time.time()
-                self.last_success_mono = time.monotonic()
-                self.consecutive_failures = 0
-            elif result in FAILED_RESULTS:
-                self.consecutive_failures += 1
+    def run_ended(self, result: RunResult) -> None:
+        self.running_since = None
+        self.runs += 1
+        self.last_result = result
+        if result is RunResult.SUCCESS:
+            self.last_success_wall = time.time()
+            self.last_success_mono = time.monotonic()
+            self.consecutive_failures = 0
+        elif result.failed:
+            self.consecutive_failures += 1
 
-    def liveness(self) -> tuple[bool, dict[str, Any]]:
-        with self.lock:
-            lag = time.monotonic() - self.heartbeat
-            body: dict[str, Any] = {
-                "scheduler": "stopping" if self.stopping else (
-                    "running" if self.scheduler_running else "stopped"
-                ),
-                "loop_lag_seconds": round(lag, 3),
-                "next_run": self.next_run.isoformat() if self.next_run else None,
-                "run_in_progress": self.running_since is not None,
-            }
-            if self.stopping:
-                return True, {"status": "stopping", **body}
-            if not self.scheduler_running:
-                return False, {"status": "scheduler not running", **body}
-            if lag > LOOP_STALL_SECONDS:
-                return False, {"status": f"event loop stalled for {lag:.0f}s", **body}
-            return True, {"status": "ok", **body}
+    def liveness(self) -> Probe:
+        body: dict[str, Any] = {
+            "scheduler": "stopping" if self.stopping else (
+                "running" if self.scheduler_running else "stopped"
+            ),
+            "next_run": self.next_run.isoformat() if self.next_run else None,
+            "run_in_progress": self.running_since is not None,
+        }
+        if self.stopping:
+            return True, {"status": "stopping", **body}
+        if not self.scheduler_running:
+            return False, {"status": "scheduler not running", **body}
+        return True, {"status": "ok", **body}
 
-    def ready(self) -> tuple[bool, dict[str, Any]]:
-        with self.lock:
-            age = (
-                time.monotonic() - self.last_success_mono
-                if self.last_success_mono is not None else None
-            )
-            body: dict[str, Any] = {
-                "runs": self.runs,
-                "last_result": self.last_result,
-                "consecutive_failures": self.consecutive_failures,
-                "last_success": (
-                    datetime.fromtimestamp(self.last_success_wall, UTC).isoformat()
-                    if self.last_success_wall is not None else None
-                ),
-                "last_success_age_seconds": round(age, 3) if age is not None else None,
-            }
-            r = self.readiness
-            if self.stopping:
-                reason = "shutting down"
-            elif age is None:
-                reason = "no successful sync yet"
-            elif self.consecutive_failures >= r.max_consecutive_failures:
-                reason = f"{self.consecutive_failures} consecutive failed runs"
-            elif age > r.max_success_age_seconds:
-                reason = (
-                    f"last success {age:.0f}s ago (max {r.max_success_age_seconds:g}s)"
-                )
-            else:
-                return True, {"status": "ready", **body}
-            return False, {"status": f"not ready: {reason}", **body}
+    def ready(self) -> Probe:
+        """The one place readiness is decided; a new condition adds a reason to
+        `_not_ready_because` and a field to the body."""
+        age = self._success_age()
+        body: dict[str, Any] = {
+            "runs": self.runs,
+            "last_result": self.last_result.value if self.last_result else None,
+            "consecutive_failures": self.consecutive_failures,
+            "last_success": (
+                datetime.fromtimestamp(self.last_success_wall, UTC).isoformat()
+                if self.last_success_wall is not None else None
+            ),
+            "last_success_age_seconds": round(age, 3) if age is not None else None,
+        }
+        reason = self._not_ready_because(age)
+        if reason is None:
+            return True, {"status": "ready", **body}
+        return False, {"status": f"not ready: {reason}", **body}
+
+    def _success_age(self) -> float | None:
+        if self.last_success_mono is None:
+            return None
+        return time.monotonic() - self.last_success_mono
+
+    def _not_ready_because(self, age: float | None) -> str | None:
+        r = self.readiness
+        if self.stopping:
+            return "shutting down"
+        if age is None:
+            return "no successful sync yet"
+        if self.consecutive_failures >= r.max_consecutive_failures:
+            return f"{self.consecutive_failures} consecutive failed runs"
+        if age > r.max_success_age_seconds:
+            return f"last success {age:.0f}s ago (max {r.max_success_age_seconds:g}s)"
+        return None
 
 
 # --------------------------------------------------------------------------- HTTP
 
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    server_version = "syncd"
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path == "/metrics":
-            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-            self._send(200, encoder(self.server.metrics.registry), content_type)
-        elif path == "/healthz":
-            self._json(*self.server.health.liveness())
-        elif path == "/readyz":
-            self._json(*self.server.health.ready())
-        elif path == "/":
-            self._send(200, b"syncd: /metrics /healthz /readyz\n", "text/plain; charset=utf-8")
-        else:
-            self._send(404, b"not found\n", "text/plain; charset=utf-8")
-
-    def do_HEAD(self) -> None:
-        self.do_GET()
-
-    def _json(self, ok: bool, body: dict[str, Any]) -> None:
-        data = (json.dumps(body, sort_keys=True) + "\n").encode()
-        self._send(200 if ok else 503, data, "application/json")
-
-    def _send(self, status: int, data: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Probes and scrapes every few seconds would drown the log: stay quiet."""
+IDLE_SECONDS = 30.0
+"""How long a connection may sit between requests (or in the middle of one)."""
+MAX_HEADERS = 100
+TEXT = "text/plain; charset=utf-8"
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class BadRequest(Exception):
+    """What the client sent is not an HTTP/1.x request this responder understands."""
 
-    def __init__(self, host: str, port: int, metrics: Metrics, health: Health) -> None:
-        if ":" in host:
-            self.address_family = socket.AF_INET6
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    version: str
+    headers: dict[str, str]  # lower-cased names
+
+    @property
+    def keep_alive(self) -> bool:
+        """HTTP/1.1 keeps the connection unless told not to; 1.0 is closed after one
+        answer (its keep-alive extension is not worth supporting for probes)."""
+        connection = self.headers.get("connection", "").lower()
+        return self.version == "HTTP/1.1" and "close" not in connection
+
+    @property
+    def has_body(self) -> bool:
+        length = self.headers.get("content-length", "0").strip()
+        return "transfer-encoding" in self.headers or length not in ("", "0")
+
+
+@dataclass(frozen=True)
+class Response:
+    status: HTTPStatus
+    body: bytes
+    content_type: str = TEXT
+    extra: tuple[tuple[str, str], ...] = ()
+
+    def encode(self, *, head: bool, close: bool) -> bytes:
+        lines = [
+            f"HTTP/1.1 {self.status.value} {self.status.phrase}",
+            f"Content-Type: {self.content_type}",
+            f"Content-Length: {len(self.body)}",
+            "Cache-Control: no-store",
+            "Server: syncd",
+            *(f"{name}: {value}" for name, value in self.extra),
+        ]
+        if close:
+            lines.append("Connection: close")
+        head_bytes = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        return head_bytes if head else head_bytes + self.body
+
+
+async def read_request(reader: asyncio.StreamReader) -> Request | None:
+    """The next request head on the connection; None when the client is done."""
+    line = await _line(reader)
+    if not line:
+        return None
+    parts = line.split()
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise BadRequest(f"bad request line {line[:80]!r}")
+    method, target, version = parts
+    headers: dict[str, str] = {}
+    for _ in range(MAX_HEADERS + 1):
+        field_line = await _line(reader)
+        if not field_line:
+            return Request(method, urlsplit(target).path or "/", version, headers)
+        name, sep, value = field_line.partition(":")
+        if not sep or not name or name != name.strip():
+            raise BadRequest(f"bad header line {field_line[:80]!r}")
+        headers[name.lower()] = value.strip()
+    raise BadRequest("too many headers")
+
+
+async def _line(reader: asyncio.StreamReader) -> str:
+    """One CRLF-terminated line without its ending; "" for the blank line and at EOF.
+
+    A line longer than the reader's limit, or bytes that are no text, are a
+    BadRequest; the stream is not trustworthy after that, so the caller closes it.
+    """
+    try:
+        raw = await reader.readuntil(b"\n")
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial:
+            raise BadRequest("connection closed in the middle of a line") from None
+        return ""
+    except asyncio.LimitOverrunError:
+        raise BadRequest("line too long") from None
+    try:
+        return raw.decode("ascii").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise BadRequest("non-ASCII bytes in the request head") from None
+
+
+class Endpoints:
+    """/metrics, /healthz and /readyz, answered on the event loop.
+
+    Every answer carries Content-Length, so Prometheus can keep its connection
+    open between scrapes; kubelet probes send ``Connection: close`` and get it.
+    Nothing a client sends can end the server: a request it cannot parse gets a
+    400 and a closed connection, a vanished client is forgotten.
+    """
+
+    def __init__(
+        self, metrics: Metrics, liveness: Callable[[], Probe], readiness: Callable[[], Probe]
+    ) -> None:
         self.metrics = metrics
-        self.health = health
-        super().__init__((host, port), _Handler)
+        self.liveness = liveness
+        self.readiness = readiness
+        self._connections: set[asyncio.StreamWriter] = set()
+
+    def route(self, request: Request) -> Response:
+        if request.method not in ("GET", "HEAD"):
+            return Response(
+                HTTPStatus.METHOD_NOT_ALLOWED, b"method not allowed\n",
+                extra=(("Allow", "GET, HEAD"),),
+            )
+        if request.path == "/metrics":
+            encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+            return Response(HTTPStatus.OK, encoder(self.metrics.registry), content_type)
+        if request.path == "/healthz":
+            return _json(*self.liveness())
+        if request.path == "/readyz":
+            return _json(*self.readiness())
+        if request.path == "/":
+            return Response(HTTPStatus.OK, b"syncd: /metrics /healthz /readyz\n")
+        return Response(HTTPStatus.NOT_FOUND, b"not found\n")
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One connection, request after request, until either side closes it."""
+        self._connections.add(writer)
+        try:
+            while await self._answer_one(reader, writer):
+                pass
+        except (ConnectionError, TimeoutError):
+            pass  # the client went away or fell silent; nothing to tell anyone
+        except Exception:  # a bug in a route must cost one connection, not the daemon
+            log.exception("http_request_failed")
+        finally:
+            self._connections.discard(writer)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _answer_one(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        """Answer the next request; whether the connection stays open for another."""
+        try:
+            async with asyncio.timeout(IDLE_SECONDS):
+                request = await read_request(reader)
+        except BadRequest as exc:
+            writer.write(
+                Response(HTTPStatus.BAD_REQUEST, f"bad request: {exc}\n".encode())
+                .encode(head=False, close=True)
+            )
+            await writer.drain()
+            return False
+        if request is None:
+            return False
+        # A body is never expected; rather than skip it, answer and close.
+        keep = request.keep_alive and not request.has_body
+        response = self.route(request)
+        writer.write(response.encode(head=request.method == "HEAD", close=not keep))
+        await writer.drain()
+        return keep
+
+    def close_connections(self) -> None:
+        """Idle keep-alive connections would otherwise outlive the server."""
+        for writer in list(self._connections):
+            writer.close()
+
+
+def _json(ok: bool, body: dict[str, Any]) -> Response:
+    data = (json.dumps(body, sort_keys=True) + "\n").encode()
+    status = HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE
+    return Response(status, data, "application/json")
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket; bound before anything else starts so a busy port is
+    a start-up error. One socket, so ``port: 0`` means one port, even for a host
+    name that resolves to several addresses."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family)
 
 
 # --------------------------------------------------------------------------- logging
@@ -288,6 +400,9 @@ def _route_library_logs() -> None:
 
 
 class Service:
+    """The daemon: one event loop running the scheduler, the sync job and the
+    endpoints. `health` is what the loop knows; the probes read it from there."""
+
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
@@ -297,43 +412,75 @@ class Service:
             "1 when /readyz answers 200 (daemon only), else 0.",
             registry=self.metrics.registry,
         )
-        self.ready_gauge.set_function(lambda: 1.0 if self.health.ready()[0] else 0.0)
+        self.ready_gauge.set_function(lambda: 1.0 if self.ready()[0] else 0.0)
+        self.endpoints = Endpoints(self.metrics, self.liveness, self.ready)
         self.scheduler: AsyncIOScheduler | None = None
-        self.server: _Server | None = None
+        self.address: tuple[str, int] | None = None  # bound host and port, once listening
         self._stop = asyncio.Event()
         self._signals = 0
         self._job_task: asyncio.Task[Any] | None = None
+
+    # -- probes
+
+    def liveness(self) -> Probe:
+        """Asked on the loop, so the scheduler's own state is current; an answer at
+        all is the proof that the loop runs."""
+        scheduler = self.scheduler
+        job = scheduler.get_job(JOB_ID) if scheduler is not None else None
+        self.health.scheduler_seen(
+            scheduler is not None and scheduler.running,
+            job.next_run_time if job is not None else None,
+        )
+        return self.health.liveness()
+
+    def ready(self) -> Probe:
+        return self.health.ready()
 
     # -- entry point
 
     async def run(self) -> int:
         settings = self.settings
         trigger = build_trigger(settings.schedule)
+        host, port = settings.server.host, settings.server.port
         try:
-            self.server = _Server(
-                settings.server.host, settings.server.port, self.metrics, self.health
-            )
+            sock = listen(host, port)
         except OSError as exc:
             log.error(
                 "service_failed",
-                error=f"cannot listen on {settings.server.host}:{settings.server.port}: "
-                f"{exc.strerror or exc}",
+                error=f"cannot listen on {host}:{port}: {exc.strerror or exc}",
             )
             return ExitCode.CONFIG
-        http_thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.2},
-            name="syncd-http", daemon=True,
-        )
-        http_thread.start()
-        host, port = self.server.server_address[:2]
+        server = await asyncio.start_server(self.endpoints.serve, sock=sock)
+        bound_host, bound_port = sock.getsockname()[:2]
+        self.address = (bound_host, bound_port)
 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
 
         _route_library_logs()
+        self.scheduler = self._start_scheduler(trigger)
+        log.info(
+            "service_started",
+            host=bound_host,
+            port=bound_port,
+            schedule=describe_schedule(settings.schedule),
+            shutdown_timeout_seconds=settings.schedule.shutdown_timeout_seconds,
+        )
+        try:
+            await self._stop.wait()
+            await self._shutdown()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            server.close()
+            self.endpoints.close_connections()
+            await server.wait_closed()
+        log.info("service_stopped", runs=self.health.runs)
+        return ExitCode.OK
+
+    def _start_scheduler(self, trigger: BaseTrigger) -> AsyncIOScheduler:
         scheduler = AsyncIOScheduler(timezone=UTC)
-        self.scheduler = scheduler
         scheduler.add_listener(self._on_overrun, EVENT_JOB_MAX_INSTANCES)
         scheduler.add_job(
             self._job,
@@ -346,27 +493,7 @@ class Service:
             next_run_time=datetime.now(UTC),  # the first run starts now, without jitter
         )
         scheduler.start()
-        heartbeat = asyncio.create_task(self._heartbeat(), name="syncd-heartbeat")
-        log.info(
-            "service_started",
-            host=host,
-            port=port,
-            schedule=describe_schedule(settings.schedule),
-            shutdown_timeout_seconds=settings.schedule.shutdown_timeout_seconds,
-        )
-        try:
-            await self._stop.wait()
-            await self._shutdown()
-        finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
-            self.server.shutdown()
-            self.server.server_close()
-        log.info("service_stopped", runs=self.health.runs)
-        return ExitCode.OK
+        return scheduler
 
     # -- the scheduled job
 
@@ -375,7 +502,7 @@ class Service:
             return
         self._job_task = asyncio.current_task()
         self.health.run_started()
-        result = "failure"
+        result = RunResult.FAILURE
         try:
             outcome = await run_sync(self.settings, mode="apply", metrics=self.metrics)
             result = outcome.result
@@ -397,25 +524,17 @@ class Service:
             detail="the previous run is still going; this scheduled run is skipped",
         )
 
-    async def _heartbeat(self) -> None:
-        """Proves to /healthz (another thread) that the event loop still runs."""
-        while True:
-            scheduler = self.scheduler
-            try:
-                job = scheduler.get_job(JOB_ID) if scheduler is not None else None
-                next_run = job.next_run_time if job is not None else None
-            except Exception:  # never let a lookup end the heartbeat
-                next_run = None
-            self.health.beat(next_run, scheduler is not None and scheduler.running)
-            await asyncio.sleep(HEARTBEAT_SECONDS)
-
     # -- shutdown
+
+    def stop(self) -> None:
+        """Start a graceful shutdown (what the first SIGTERM/SIGINT does)."""
+        self._stop.set()
 
     def _on_signal(self, sig: signal.Signals) -> None:
         self._signals += 1
         if self._signals == 1:
             log.info("shutdown_requested", signal=sig.name)
-            self._stop.set()
+            self.stop()
             return
         task = self._job_task
         if task is not None and not task.done():
@@ -423,8 +542,7 @@ class Service:
             task.cancel()
 
     async def _shutdown(self) -> None:
-        with self.health.lock:
-            self.health.stopping = True
+        self.health.stopping = True
         scheduler = self.scheduler
         assert scheduler is not None
         scheduler.pause()  # fire nothing new
@@ -446,26 +564,3 @@ class Service:
 def serve(settings: Settings) -> int:
     """Run the daemon until SIGTERM/SIGINT; the process exit code."""
     return asyncio.run(Service(settings).run())
-
-
-# --------------------------------------------------------------------------- pushgateway
-
-
-def push_metrics(settings: Settings, metrics: Metrics) -> None:
-    """Push one run's metrics to the Pushgateway (grouping key: job); never raises."""
-    gateway = settings.pushgateway
-    if not gateway.url:
-        log.warning(
-            "metrics_push_skipped", reason="--push-metrics given but pushgateway.url is not set"
-        )
-        return
-    try:
-        push_to_gateway(
-            gateway.url, job=gateway.job, registry=metrics.registry,
-            timeout=gateway.timeout_seconds,
-        )
-    except Exception as exc:  # a monitoring hiccup must not fail the sync
-        log.error("metrics_push_failed", url=gateway.url, job=gateway.job,
-                  error=f"{type(exc).__name__}: {exc}")
-        return
-    log.info("metrics_pushed", url=gateway.url, job=gateway.job)

@@ -12,7 +12,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
 
@@ -22,7 +22,14 @@ from syncd.apply import Applier, ApplyResult
 from syncd.config import Settings
 from syncd.confirm import Confirmer, with_unconfirmed
 from syncd.desired import Built, Rules, build
-from syncd.errors import ExitCode, RunInterrupted, SourceReadError, SyncdError
+from syncd.errors import (
+    ConfigRefused,
+    ExitCode,
+    RunInterrupted,
+    RunResult,
+    SourceReadError,
+    SyncdError,
+)
 from syncd.evidence import SourceFacts
 from syncd.http import ApiClient, RequestCounter, RetryBudget
 from syncd.keycloak import KeycloakReader, TokenProvider
@@ -38,20 +45,139 @@ Mode = Literal["apply", "dry-run", "check"]
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class RunStats:
+    """The numbers a run ends with: the summary line, the fields of the
+    ``sync_finished`` event and the ``summary`` of ``--json`` (field order kept)."""
+
+    result: str
+    mode: str
+    groups: int
+    teams: int
+    users: int
+    memberships: int
+    planned: int
+    applied: int
+    failed: int
+    already_existed: int
+    refused: int
+    interrupted: int
+    not_started: int
+    held_back: int
+    unconfirmed: int
+    kc_confirm_reads: int
+    kc_requests: int
+    ll_requests: int
+    ll_reads: int
+    ll_writes: int
+    duration: float
+    exit_code: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def summary(self) -> str:
+        return summary_line(self.as_dict())
+
+
 @dataclass
 class RunOutcome:
+    """What one run found and did. The result and the exit code are derived from
+    these facts rather than stored next to them, so they cannot disagree."""
+
     run_id: str
     mode: Mode
-    result: str = "failure"  # success | failure | partial | braked (metrics label)
-    exit_code: ExitCode = ExitCode.INTERNAL
-    error: str | None = None
+    failure: SyncdError | None = None  # what ended the run early, if anything did
     desired: Desired | None = None
     actual: Actual | None = None
     plan: Plan | None = None
     applied: ApplyResult | None = None
-    warnings: list[str] = field(default_factory=list)
+    read_warnings: list[str] = field(default_factory=list)  # Keycloak's, before the plan
+    apply_warnings: list[str] = field(default_factory=list)  # confirmation and writes
     confirm_reads: int = 0  # Keycloak reads spent confirming destructive steps
-    stats: dict[str, Any] = field(default_factory=dict)
+    requests: RequestCounter = field(default_factory=RequestCounter)
+    duration: float = 0.0
+    cancelled: bool = False  # the daemon cancelled the run: run_sync re-raises after recording
+
+    @property
+    def error(self) -> str | None:
+        return str(self.failure) if self.failure is not None else None
+
+    @property
+    def result(self) -> RunResult:
+        if isinstance(self.failure, RunInterrupted):
+            # What reached LiteLLM counts: a stop after some writes is no plain failure.
+            return RunResult.PARTIAL if self.applied and self.applied.done else RunResult.FAILURE
+        if self.failure is not None:
+            return RunResult.FAILURE
+        if self.mode != "apply":  # dry run and check write nothing
+            return RunResult.SUCCESS
+        if self.plan is not None and self.plan.braked:
+            # The brake wins over partial failures: it needs a person to look.
+            return RunResult.BRAKED
+        if self.applied is not None and self.applied.failed:
+            return RunResult.PARTIAL
+        return RunResult.SUCCESS
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """The process exit code (README.md "Exit codes"); decided here and nowhere else."""
+        if self.failure is not None:
+            return self.failure.exit_code
+        if self.mode == "check":
+            return ExitCode.DRIFT if self.plan else ExitCode.OK
+        if self.mode == "dry-run":
+            return ExitCode.OK
+        match self.result:
+            case RunResult.BRAKED:
+                return ExitCode.BRAKE
+            case RunResult.PARTIAL:
+                return ExitCode.PARTIAL
+        if self.plan is not None and self.plan.unresolved_identities:
+            # Everything else was done; some people need a person to look
+            # (their warnings name both sides). Not "partial": retrying won't help.
+            return ExitCode.WARNINGS
+        return ExitCode.OK
+
+    @property
+    def run_warnings(self) -> list[str]:
+        """The warnings the plan does not already carry (and print)."""
+        return [*self.read_warnings, *self.apply_warnings]
+
+    @property
+    def warnings(self) -> list[str]:
+        """Every warning, in the order the run met them."""
+        plan = list(self.plan.warnings) if self.plan is not None else []
+        return [*self.read_warnings, *plan, *self.apply_warnings]
+
+    @property
+    def stats(self) -> RunStats:
+        desired, plan, applied, counter = self.desired, self.plan, self.applied, self.requests
+        return RunStats(
+            result=self.result.value,
+            mode=self.mode,
+            groups=desired.groups_seen if desired else 0,
+            teams=len(desired.teams) if desired else 0,
+            users=len(desired.users) if desired else 0,
+            memberships=sum(len(t.members) for t in desired.teams.values()) if desired else 0,
+            planned=len(plan.operations) if plan else 0,
+            applied=len(applied.done) if applied else 0,
+            failed=len(applied.failed) if applied else 0,
+            already_existed=applied.existed if applied else 0,
+            refused=len(applied.refused) if applied else 0,
+            interrupted=len(applied.interrupted) if applied else 0,
+            not_started=applied.not_started if applied else 0,
+            held_back=len(plan.held_back) if plan else 0,
+            unconfirmed=len(plan.unconfirmed) if plan else 0,
+            kc_confirm_reads=self.confirm_reads,
+            kc_requests=counter.total("keycloak"),
+            ll_requests=counter.total("litellm"),
+            ll_reads=counter.total("litellm", "read"),
+            ll_writes=counter.total("litellm", "write"),
+            duration=round(self.duration, 3),
+            exit_code=int(self.exit_code),
+        )
 
     @property
     def names(self) -> Names:
@@ -117,55 +243,74 @@ async def run_sync(
     `stop` (set by ``--once``'s signal handler) ends the run early and honestly:
     reads are abandoned, no new write starts, writes in flight finish, and the
     summary counts what was applied. A cancellation while `stop` is set (a second
-    signal) is such an end too; without `stop` (the daemon) it propagates.
+    signal) is such an end too; without `stop` (the daemon) it is recorded like
+    one and then propagates.
     """
     metrics = metrics or Metrics()
     run_id = uuid.uuid4().hex[:12]
-    outcome = RunOutcome(run_id=run_id, mode=mode)
-    counter = RequestCounter()
-    started = time.perf_counter()
     structlog.contextvars.bind_contextvars(run_id=run_id)
     try:
         log.info("sync_started", mode=mode)
-        await _run(settings, outcome, counter, metrics, force, now or datetime.now(UTC), stop)
-    except RunInterrupted:
-        _interrupted(outcome)
-    except asyncio.CancelledError:
-        _interrupted(outcome)
-        if stop is None or not stop.is_set():
-            raise  # the daemon's own cancellation: it logs run_cancelled
-        task = asyncio.current_task()
-        if task is not None:
-            task.uncancel()
-    except SyncdError as exc:
-        outcome.result, outcome.exit_code, outcome.error = "failure", exc.exit_code, str(exc)
-        metrics.errors.labels(stage=exc.stage).inc()
-        log.error("sync_failed", stage=exc.stage, error=str(exc))
-    except Exception as exc:  # a bug: report it, keep the daemon alive
-        outcome.result, outcome.exit_code = "failure", ExitCode.INTERNAL
-        outcome.error = f"internal error: {type(exc).__name__}: {exc}"
-        metrics.errors.labels(stage="internal").inc()
-        log.exception("sync_crashed")
-    finally:
-        duration = time.perf_counter() - started
-        outcome.stats = _stats(outcome, counter, duration)
+        outcome = await _run(settings, run_id, mode, metrics, force, now or datetime.now(UTC), stop)
         if mode == "apply":
-            _record(metrics, outcome, duration)
-        log.info("sync_finished", summary=summary_line(outcome.stats), **outcome.stats)
+            _record(metrics, outcome)
+        stats = outcome.stats
+        log.info("sync_finished", summary=stats.summary, **stats.as_dict())
+    finally:
         structlog.contextvars.unbind_contextvars("run_id")
+    if outcome.cancelled:
+        raise asyncio.CancelledError  # the daemon's own cancellation: it logs run_cancelled
     return outcome
 
 
 async def _run(
     settings: Settings,
+    run_id: str,
+    mode: Mode,
+    metrics: Metrics,
+    force: bool,
+    now: datetime,
+    stop: asyncio.Event | None = None,
+) -> RunOutcome:
+    """One run's outcome, however the run ended: every expected failure lands in
+    ``outcome.failure`` rather than being raised, so that the facts gathered before
+    it (what was read, planned, written) still reach the summary and the metrics."""
+    outcome = RunOutcome(run_id=run_id, mode=mode)
+    started = time.perf_counter()
+    try:
+        await _reconcile(settings, outcome, metrics, force, now, stop)
+    except RunInterrupted:
+        outcome.failure = _interrupted(outcome)
+    except asyncio.CancelledError:
+        outcome.failure = _interrupted(outcome)
+        task = asyncio.current_task()
+        if stop is None or not stop.is_set():
+            outcome.cancelled = True
+        elif task is not None:
+            task.uncancel()  # a second signal to --once: an interruption, not a crash
+    except SyncdError as exc:
+        outcome.failure = exc
+        metrics.errors.labels(stage=exc.stage).inc()
+        log.error("sync_failed", stage=exc.stage, error=str(exc))
+    except Exception as exc:  # a bug: report it, keep the daemon alive
+        outcome.failure = SyncdError(f"internal error: {type(exc).__name__}: {exc}")
+        metrics.errors.labels(stage="internal").inc()
+        log.exception("sync_crashed")
+    outcome.duration = time.perf_counter() - started
+    return outcome
+
+
+async def _reconcile(
+    settings: Settings,
     outcome: RunOutcome,
-    counter: RequestCounter,
     metrics: Metrics,
     force: bool,
     now: datetime,
     stop: asyncio.Event | None = None,
 ) -> None:
-    keycloak_api, litellm_api = _clients(settings, metrics, counter)
+    """Read, plan, write; record each fact on `outcome` as soon as it is known, and
+    raise for anything that ends the run early."""
+    keycloak_api, litellm_api = _clients(settings, metrics, outcome.requests)
     tokens = TokenProvider(settings)
     try:
         rules = Rules.from_settings(settings)
@@ -180,7 +325,7 @@ async def _run(
         built, actual = await _unless_stopped(_read_both(reader, rules, target), stop)
         desired = built.desired
         outcome.desired, outcome.actual = desired, actual
-        outcome.warnings.extend(built.warnings)
+        outcome.read_warnings.extend(built.warnings)
         managed = actual.managed_teams
         if not desired.teams and managed:
             raise SourceReadError(
@@ -190,13 +335,9 @@ async def _run(
             )
         plan = make_plan(desired, actual, policy_from(settings, now, force=force))
         outcome.plan = plan
-        outcome.warnings.extend(plan.warnings)
         metrics.pending_changes.set(len(plan.operations) + len(plan.held_back))
         metrics.unresolved_identities.set(plan.unresolved_identities)
         if outcome.mode != "apply":  # dry run and check write nothing
-            drift = bool(plan)
-            outcome.result = "success"
-            outcome.exit_code = ExitCode.DRIFT if drift and outcome.mode == "check" else ExitCode.OK
             return
         applier = Applier(target, stop, in_flight=settings.litellm.concurrency)
         outcome.applied = applier.result
@@ -217,7 +358,7 @@ async def _run(
             for op, _ in dropped:
                 metrics.unconfirmed.labels(operation=op.KIND).inc()
             if dropped:
-                outcome.warnings.append(
+                outcome.apply_warnings.append(
                     f"{len(dropped)} destructive change(s) skipped this run: a fresh read of "
                     "Keycloak did not confirm them (see change_unconfirmed events)"
                 )
@@ -225,32 +366,17 @@ async def _run(
             if applier.stopped:
                 raise RunInterrupted("stopped")
         applied = applier.result
-        outcome.warnings.extend(applied.warnings)
+        outcome.apply_warnings.extend(applied.warnings)
         if plan.braked:
-            # The brake wins over partial failures: it needs a person to look.
-            outcome.result, outcome.exit_code = "braked", ExitCode.BRAKE
             log.warning(
                 "safety_brake_engaged", reason=plan.brake_reason, held_back=len(plan.held_back),
                 failed=len(applied.failed),
             )
             for op in plan.held_back:
                 log.warning("held_back", op=op.KIND, **op.ids())
-        elif applied.failed:
-            outcome.result, outcome.exit_code = "partial", ExitCode.PARTIAL
-        else:
-            outcome.result, outcome.exit_code = "success", ExitCode.OK
-            if plan.unresolved_identities:
-                # Everything else was done; some people need a person to look
-                # (their warnings name both sides). Not "partial": retrying won't help.
-                outcome.exit_code = ExitCode.WARNINGS
         if applied.config_error is not None:
-            # The proxy refuses what the configuration asks for: one clear error on
-            # every run until the configuration is fixed, never a "partial" that
-            # reads like a flaky proxy. Everything else was applied.
-            outcome.result, outcome.exit_code = "failure", ExitCode.REFUSED
-            outcome.error = applied.config_error
-            metrics.errors.labels(stage="config").inc()
-            log.error("sync_failed", stage="config", error=outcome.error)
+            # Everything else was applied; the run still ends in this one error.
+            raise ConfigRefused(applied.config_error)
     finally:
         await asyncio.gather(keycloak_api.aclose(), litellm_api.aclose(), tokens.aclose())
 
@@ -274,22 +400,20 @@ async def _unless_stopped(work: Awaitable[T], stop: asyncio.Event | None) -> T:
     return task.result()
 
 
-def _interrupted(outcome: RunOutcome) -> None:
-    """Record a run that was stopped: what reached LiteLLM is counted, not lost."""
+def _interrupted(outcome: RunOutcome) -> RunInterrupted:
+    """The stop that ended `outcome`: what reached LiteLLM is counted, not lost."""
     applied = outcome.applied
-    done = len(applied.done) if applied else 0
-    outcome.result = "partial" if done else "failure"
-    outcome.exit_code = ExitCode.INTERRUPTED
     if applied is None:
-        outcome.error = "stopped before any write; nothing was written"
+        error = "stopped before any write; nothing was written"
     else:
-        outcome.error = (
-            f"stopped before the run finished: {done} change(s) applied, "
+        error = (
+            f"stopped before the run finished: {len(applied.done)} change(s) applied, "
             f"{len(applied.failed)} failed, {len(applied.interrupted)} cut off in flight "
             f"(may or may not have been applied), {applied.not_started} not started; "
             "the next run plans what is left"
         )
-    log.warning("sync_interrupted", error=outcome.error)
+    log.warning("sync_interrupted", error=error)
+    return RunInterrupted(error)
 
 
 async def _read_both(
@@ -333,43 +457,16 @@ async def _read_target(target: LiteLLMClient) -> Actual:
     return replace(actual, service_user_id=owner.user_id)
 
 
-def _stats(outcome: RunOutcome, counter: RequestCounter, duration: float) -> dict[str, Any]:
-    desired, plan, applied = outcome.desired, outcome.plan, outcome.applied
-    return {
-        "result": outcome.result,
-        "mode": outcome.mode,
-        "groups": desired.groups_seen if desired else 0,
-        "teams": len(desired.teams) if desired else 0,
-        "users": len(desired.users) if desired else 0,
-        "memberships": sum(len(t.members) for t in desired.teams.values()) if desired else 0,
-        "planned": len(plan.operations) if plan else 0,
-        "applied": len(applied.done) if applied else 0,
-        "failed": len(applied.failed) if applied else 0,
-        "already_existed": applied.existed if applied else 0,
-        "refused": len(applied.refused) if applied else 0,
-        "interrupted": len(applied.interrupted) if applied else 0,
-        "not_started": applied.not_started if applied else 0,
-        "held_back": len(plan.held_back) if plan else 0,
-        "unconfirmed": len(plan.unconfirmed) if plan else 0,
-        "kc_confirm_reads": outcome.confirm_reads,
-        "kc_requests": counter.total("keycloak"),
-        "ll_requests": counter.total("litellm"),
-        "ll_reads": counter.total("litellm", "read"),
-        "ll_writes": counter.total("litellm", "write"),
-        "duration": round(duration, 3),
-        "exit_code": int(outcome.exit_code),
-    }
-
-
-def _record(metrics: Metrics, outcome: RunOutcome, duration: float) -> None:
+def _record(metrics: Metrics, outcome: RunOutcome) -> None:
     now = time.time()
-    metrics.runs.labels(result=outcome.result).inc()
-    metrics.run_duration.observe(duration)
+    result = outcome.result
+    metrics.runs.labels(result=result.value).inc()
+    metrics.run_duration.observe(outcome.duration)
     metrics.last_run.set(now)
-    if outcome.result == "success":
+    if result is RunResult.SUCCESS:
         metrics.last_success.set(now)
         metrics.consecutive_failures.set(0)
-    elif outcome.result in ("failure", "partial"):
+    elif result.failed:
         metrics.consecutive_failures.inc()
     if outcome.applied:
         for op in outcome.applied.done:

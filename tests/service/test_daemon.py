@@ -7,11 +7,31 @@ from typing import Any
 import pytest
 
 from devtools.litellm_emulator.admin import EmulatorAdmin
-from syncd.service import SERVICE_EVENTS
 from tests.fixtures.keycloak import RealmFactory
 from tests.service.conftest import DaemonFactory, SyncdProcess
 
 pytestmark = pytest.mark.integration
+
+# Events the daemon itself logs, from outside the run's task (signal handlers, the
+# scheduler's overrun listener, libraries, the endpoints): they may fall between a
+# run's sync_started and sync_finished, and belong to no run.
+DAEMON_EVENTS = frozenset(
+    {
+        "service_starting",
+        "service_started",
+        "service_stopped",
+        "service_failed",
+        "shutdown_requested",
+        "shutdown_waiting_for_run",
+        "shutdown_timeout",
+        "shutdown_forced",
+        "run_overrun",
+        "run_cancelled",
+        "run_crashed",
+        "library_log",
+        "http_request_failed",
+    }
+)
 
 GROUPS: dict[str, dict[str, str]] = {"/llm/research": {}, "/llm/ops": {}, "/finance": {}}
 USERS = [
@@ -46,7 +66,7 @@ def check_run_ids(daemon: SyncdProcess) -> int:
             current = event.get("run_id")
             assert current, f"sync_started without run_id: {event}"
             runs += 1
-        elif current is not None and name not in SERVICE_EVENTS:
+        elif current is not None and name not in DAEMON_EVENTS:
             assert event.get("run_id") == current, f"event of run {current} without it: {event}"
         if name == "sync_finished":
             current = None

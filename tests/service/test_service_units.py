@@ -1,5 +1,5 @@
 """The daemon's parts that need no Keycloak: schedule, readiness rules, start-up errors,
-and pushes that cannot fail the run."""
+and pushes that cannot fail the run. The endpoints themselves: test_endpoints.py."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ from syncd.config import (
     Settings,
     load_settings,
 )
-from syncd.errors import ConfigError
-from syncd.metrics import Metrics
-from syncd.service import Health, build_trigger, describe_schedule, push_metrics
+from syncd.errors import ConfigError, RunResult
+from syncd.metrics import Metrics, push_metrics
+from syncd.service import Health, build_trigger, describe_schedule
 from tests.service.conftest import SYNCD_BIN, free_port
 
 # -- schedule -----------------------------------------------------------------------
@@ -83,32 +83,33 @@ def test_not_ready_before_the_first_success() -> None:
     h = health()
     assert not h.ready()[0]
     assert h.ready()[1]["status"] == "not ready: no successful sync yet"
-    for result in ("failure", "partial", "braked"):
+    for result in (RunResult.FAILURE, RunResult.PARTIAL, RunResult.BRAKED):
         h.run_ended(result)
         assert not h.ready()[0]
-    h.run_ended("success")
+    h.run_ended(RunResult.SUCCESS)
     assert h.ready()[0]
 
 
 def test_failures_in_a_row_make_it_unready_and_a_success_resets() -> None:
     h = health(max_failures=2)
-    h.run_ended("success")
-    h.run_ended("failure")
+    h.run_ended(RunResult.SUCCESS)
+    h.run_ended(RunResult.FAILURE)
     assert h.ready()[0]
-    h.run_ended("braked")  # neither failure nor success
+    h.run_ended(RunResult.BRAKED)  # neither failure nor success
     assert h.ready()[0]
-    h.run_ended("partial")  # partial counts as failed, as in syncd_consecutive_failures
+    h.run_ended(RunResult.PARTIAL)  # counts as failed, as in syncd_consecutive_failures
     ok, body = h.ready()
     assert not ok
     assert body["status"] == "not ready: 2 consecutive failed runs"
-    h.run_ended("success")
+    assert body["last_result"] == "partial"
+    h.run_ended(RunResult.SUCCESS)
     assert h.ready()[0]
     assert h.ready()[1]["consecutive_failures"] == 0
 
 
 def test_an_old_success_makes_it_unready() -> None:
     h = health(max_age=60)
-    h.run_ended("success")
+    h.run_ended(RunResult.SUCCESS)
     assert h.ready()[0]
     assert h.last_success_mono is not None
     h.last_success_mono -= 61
@@ -118,22 +119,32 @@ def test_an_old_success_makes_it_unready() -> None:
 
 def test_shutting_down_is_unready_but_alive() -> None:
     h = health()
-    h.beat(None, scheduler_running=True)
-    h.run_ended("success")
+    h.scheduler_seen(running=True, next_run=None)
+    h.run_ended(RunResult.SUCCESS)
     h.stopping = True
     assert h.ready()[1]["status"] == "not ready: shutting down"
     assert h.liveness()[0]
     assert h.liveness()[1]["status"] == "stopping"
 
 
-def test_liveness_needs_the_scheduler_and_a_fresh_heartbeat() -> None:
+def test_liveness_needs_the_scheduler() -> None:
+    """A stalled event loop is not judged here: it does not answer at all
+    (test_endpoints.py)."""
     h = health()
-    assert not h.liveness()[0]  # scheduler not started
-    h.beat(None, scheduler_running=True)
-    assert h.liveness()[0]
-    h.heartbeat -= 3600
     ok, body = h.liveness()
-    assert not ok and body["status"].startswith("event loop stalled")
+    assert not ok and body["status"] == "scheduler not running"
+    h.scheduler_seen(running=True, next_run=datetime(2025, 1, 1, 3, tzinfo=UTC))
+    ok, body = h.liveness()
+    assert ok and body == {
+        "status": "ok", "scheduler": "running", "next_run": "2025-01-01T03:00:00+00:00",
+        "run_in_progress": False,
+    }
+
+
+def test_result_values_are_the_metric_labels() -> None:
+    """Alerts and dashboards select on these strings."""
+    assert [r.value for r in RunResult] == ["success", "failure", "partial", "braked"]
+    assert [r for r in RunResult if r.failed] == [RunResult.FAILURE, RunResult.PARTIAL]
 
 
 # -- pushes -------------------------------------------------------------------------
