@@ -51,6 +51,11 @@ _IGNORED_TYPES = frozenset(
 )
 
 
+# The `reason` label of syncd_event_gaps_total.
+GAP_REASONS = ("restart", "poll_failing", "burst", "expired", "unreadable", "federation",
+               "disabled")
+
+
 class EventSource(Protocol):
     """What the tail needs from Keycloak (`syncd.keycloak.KeycloakReader`)."""
 
@@ -123,9 +128,11 @@ class Hints:
     groups: set[str] = field(default_factory=set)
     check_config: bool = False  # the realm's event settings changed
     full: str | None = None
+    gap: str | None = None  # with `full`: one of GAP_REASONS
     events: int = 0  # events these hints come from
     oldest_ms: int | None = None
     newest_ms: int | None = None
+    stamps: list[int] = field(default_factory=list)  # each event's time, for the latency
 
     def __bool__(self) -> bool:
         return bool(self.users or self.groups or self.full or self.check_config)
@@ -138,11 +145,11 @@ class Hints:
         self.users |= other.users
         self.groups |= other.groups
         self.check_config = self.check_config or other.check_config
-        self.full = self.full or other.full
+        if self.full is None:
+            self.full, self.gap = other.full, other.gap
         self.events += other.events
-        for stamp in (other.oldest_ms, other.newest_ms):
-            if stamp is not None:
-                self._stamp(stamp)
+        for stamp in other.stamps:
+            self._stamp(stamp)
 
     def add(self, event: AdminEvent) -> None:
         """Read one event into hints; what cannot be read asks for a full reconcile."""
@@ -151,31 +158,36 @@ class Hints:
         kind, path = event.resource_type, event.path
         if kind == "GROUP_MEMBERSHIP":
             if (m := _MEMBERSHIP.match(path)) is None:
-                self.full = self.full or f"unreadable membership event path {path!r}"
+                self._need_full("unreadable", f"unreadable membership event path {path!r}")
             else:
                 self.users.add(m.group(1))
         elif kind == "USER":
             if (m := _USER.match(path)) is None:
-                self.full = self.full or f"unreadable user event path {path!r}"
+                self._need_full("unreadable", f"unreadable user event path {path!r}")
             else:
                 self.users.add(m.group(1))
         elif kind == "GROUP":
             if (m := _GROUP.match(path)) is None:
-                self.full = self.full or f"unreadable group event path {path!r}"
+                self._need_full("unreadable", f"unreadable group event path {path!r}")
             else:
                 self.groups.add(m.group(1))
         elif kind == "REALM":
             if path.startswith("events/config"):
                 self.check_config = True
             elif path.startswith("partialImport") or event.operation == "ACTION":
-                self.full = self.full or "a realm import or realm action"
+                self._need_full("federation", "a realm import or realm action")
         elif kind in _FEDERATION_TYPES and event.operation == "ACTION":
             # An LDAP/AD synchronisation changes members without admin events.
-            self.full = self.full or "a user federation synchronisation"
+            self._need_full("federation", "a user federation synchronisation")
         elif kind not in _IGNORED_TYPES and kind not in _FEDERATION_TYPES:
-            self.full = self.full or f"an admin event of unknown resource type {kind}"
+            self._need_full("unreadable", f"an admin event of unknown resource type {kind}")
+
+    def _need_full(self, gap: str, reason: str) -> None:
+        if self.full is None:
+            self.full, self.gap = reason, gap
 
     def _stamp(self, stamp: int) -> None:
+        self.stamps.append(stamp)
         self.oldest_ms = stamp if self.oldest_ms is None else min(self.oldest_ms, stamp)
         self.newest_ms = stamp if self.newest_ms is None else max(self.newest_ms, stamp)
 
@@ -265,6 +277,7 @@ class Tail:
         self._clock = clock
         self._monotonic = monotonic
         self.cursor: Cursor | None = None
+        self._after_gap = False
         self.last_ok: float | None = None  # monotonic time of the last successful poll
         self.failing_since: float | None = None
 
@@ -286,7 +299,10 @@ class Tail:
         failing for longer than `max_failure_seconds` reports a gap instead."""
         if self.cursor is None:
             await self.start()
-            return Poll(Hints(full="the event tail (re)started"))
+            if self._after_gap:  # that gap already asked for the full reconcile
+                self._after_gap = False
+                return Poll(Hints(), requests=1)
+            return Poll(Hints(full="the event tail (re)started", gap="restart"))
         now = self._monotonic()
         since_ok = now - self.last_ok if self.last_ok is not None else None
         try:
@@ -300,17 +316,18 @@ class Tail:
                 oldest = await self.source.read_oldest_admin_event()
                 requests += 1
                 if oldest is not None and parse_event(oldest).time_ms > self.cursor.newest_ms:
-                    return self._gap(f"events expired before they were read "
+                    return self._gap("expired", f"events expired before they were read "
                                      f"(no poll for {since_ok:.0f}s)")
         except EventFormatError as exc:
-            return self._gap(str(exc))
+            return self._gap("unreadable", str(exc))
         except _BurstTooLarge as exc:
-            return self._gap(str(exc))
+            return self._gap("burst", str(exc))
         except SourceReadError:
             self.failing_since = self.failing_since if self.failing_since is not None else now
             if now - self.failing_since >= self.max_failure_seconds:
+                failing = now - self.failing_since
                 return self._gap(
-                    f"admin events could not be read for {now - self.failing_since:.0f}s"
+                    "poll_failing", f"admin events could not be read for {failing:.0f}s"
                 )
             raise
         self.failing_since = None
@@ -318,14 +335,15 @@ class Tail:
         try:
             fresh = self.cursor.take(events)
         except OverflowError as exc:
-            return self._gap(str(exc))
+            return self._gap("burst", str(exc))
         return Poll(hints_from(fresh), read=len(events), requests=requests)
 
-    def _gap(self, reason: str) -> Poll:
+    def _gap(self, gap: str, reason: str) -> Poll:
         """Forget the cursor: the next poll re-seeds it (after the full reconcile)."""
         self.cursor = None
+        self._after_gap = True
         self.failing_since = None
-        return Poll(Hints(full=reason))
+        return Poll(Hints(full=reason, gap=gap))
 
     async def _read(self, since_ms: int, max_pages: int) -> tuple[list[AdminEvent], int]:
         events: list[AdminEvent] = []

@@ -28,6 +28,7 @@ from prometheus_client.exposition import push_to_gateway
 from syncd import __version__
 from syncd.config import Settings
 from syncd.errors import RunResult
+from syncd.events import GAP_REASONS
 from syncd.operations import ALL_KINDS
 
 log = structlog.get_logger("syncd.metrics")
@@ -129,12 +130,53 @@ class Metrics:
             "syncd_http_retries", "HTTP requests retried after a transient error.", ["target"],
             registry=r,
         )
+        # The admin-event fast path (daemon only; syncd.events).
+        self.fast_path_active = Gauge(
+            "syncd_event_fast_path_active",
+            "1 while the admin-event fast path is in use, 0 for full reconciles only.",
+            registry=r,
+        )
+        self.events_seen = Counter(
+            "syncd_admin_events_seen", "Keycloak admin events read, each counted once.",
+            registry=r,
+        )
+        self.events_applied = Counter(
+            "syncd_admin_events_applied",
+            "Admin events whose fast-path run succeeded.", registry=r,
+        )
+        self.fast_runs = Counter(
+            "syncd_fast_path_runs", "Fast-path runs by result.", ["result"], registry=r,
+        )
+        self.event_lag = Gauge(
+            "syncd_event_lag_seconds",
+            "Age of the newest admin event processed, when its fast-path run ended.",
+            registry=r,
+        )
+        self.event_propagation = Histogram(
+            "syncd_event_propagation_seconds",
+            "From an admin event's time to the end of the fast-path run that applied it.",
+            buckets=(0.5, 1, 2, 3, 5, 7.5, 10, 15, 30, 60, 120, 300),
+            registry=r,
+        )
+        self.event_gaps = Counter(
+            "syncd_event_gaps",
+            "Gaps in the admin-event tail that forced a full reconcile, by reason.",
+            ["reason"], registry=r,
+        )
+        self.event_last_poll = Gauge(
+            "syncd_event_last_poll_timestamp_seconds",
+            "When admin events were last read successfully (Unix time).", registry=r,
+        )
         self.build = Info("syncd_build", "Version of syncd and Python.", registry=r)
         self.build.info({"version": __version__, "python": platform.python_version()})
         for result in RunResult:
             self.runs.labels(result=result.value)
         for stage in ERROR_STAGES:
             self.errors.labels(stage=stage)
+        for result in RunResult:
+            self.fast_runs.labels(result=result.value)
+        for reason in GAP_REASONS:
+            self.event_gaps.labels(reason=reason)
         # Every operation kind from 0: a series that first appears at 1 is lost to
         # increase()/rate(), so the first failure (or change) of a kind after a
         # restart would never show on the dashboard.

@@ -60,6 +60,7 @@ from prometheus_client.exposition import choose_encoder
 
 from syncd.config import ReadinessSettings, ScheduleSettings, Settings
 from syncd.errors import ExitCode, RunResult
+from syncd.follower import EventFollower, EventsUnavailable
 from syncd.metrics import Metrics
 from syncd.sync import run_sync
 
@@ -419,6 +420,11 @@ class Service:
         self._stop = asyncio.Event()
         self._signals = 0
         self._job_task: asyncio.Task[Any] | None = None
+        # Full reconciles and fast-path runs never overlap.
+        self.runs = asyncio.Lock()
+        self.follower = EventFollower(settings, self.metrics, self.runs, self.request_full)
+        self._full_again: str | None = None  # a gap came while a full run was going
+        self._follow_task: asyncio.Task[None] | None = None
 
     # -- probes
 
@@ -434,7 +440,28 @@ class Service:
         return self.health.liveness()
 
     def ready(self) -> Probe:
-        return self.health.ready()
+        ok, body = self.health.ready()
+        stalled = self.follower.stalled_for
+        body["events"] = {
+            "fast_path": self.follower.active,
+            "last_poll_age_seconds": round(stalled, 3) if stalled is not None else None,
+        }
+        limit = self.settings.events.max_failure_seconds
+        if ok and stalled is not None and stalled > limit:
+            return False, {**body, "status": (
+                f"not ready: admin events not read for {stalled:.0f}s (max {limit:g}s)"
+            )}
+        return ok, body
+
+    def request_full(self, reason: str) -> None:
+        """A full reconcile as soon as possible: now, or right after the one going."""
+        if self._stop.is_set() or self.scheduler is None:
+            return
+        if self._job_task is not None:
+            self._full_again = reason
+            return
+        log.info("full_reconcile_requested", reason=reason)
+        self.scheduler.modify_job(JOB_ID, next_run_time=datetime.now(UTC))
 
     # -- entry point
 
@@ -459,7 +486,16 @@ class Service:
             loop.add_signal_handler(sig, self._on_signal, sig)
 
         _route_library_logs()
+        try:
+            await self.follower.prepare()
+        except EventsUnavailable as exc:
+            log.error("service_failed", error=str(exc))
+            server.close()
+            await server.wait_closed()
+            await self.follower.aclose()
+            return ExitCode.SOURCE
         self.scheduler = self._start_scheduler(trigger)
+        self._follow_task = asyncio.create_task(self.follower.run(), name="syncd-events")
         log.info(
             "service_started",
             host=bound_host,
@@ -476,6 +512,7 @@ class Service:
             server.close()
             self.endpoints.close_connections()
             await server.wait_closed()
+            await self.follower.aclose()
         log.info("service_stopped", runs=self.health.runs)
         return ExitCode.OK
 
@@ -504,8 +541,10 @@ class Service:
         self.health.run_started()
         result = RunResult.FAILURE
         try:
-            outcome = await run_sync(self.settings, mode="apply", metrics=self.metrics)
+            async with self.runs:
+                outcome = await run_sync(self.settings, mode="apply", metrics=self.metrics)
             result = outcome.result
+            self.follower.full_run_ended(outcome)
         except asyncio.CancelledError:
             # Only _shutdown cancels a run; run_sync has recorded and logged it already.
             log.warning("run_cancelled", reason="shutdown")
@@ -514,6 +553,9 @@ class Service:
         finally:
             self._job_task = None
             self.health.run_ended(result)
+            again, self._full_again = self._full_again, None
+            if again is not None:
+                self.request_full(again)
 
     def _on_overrun(self, event: JobSubmissionEvent) -> None:
         self.metrics.overruns.inc()
@@ -536,26 +578,31 @@ class Service:
             log.info("shutdown_requested", signal=sig.name)
             self.stop()
             return
-        task = self._job_task
-        if task is not None and not task.done():
+        tasks = [t for t in (self._job_task, self._follow_task) if t is not None and not t.done()]
+        if tasks:
             log.warning("shutdown_forced", signal=sig.name)
-            task.cancel()
+            for task in tasks:
+                task.cancel()
 
     async def _shutdown(self) -> None:
         self.health.stopping = True
         scheduler = self.scheduler
         assert scheduler is not None
         scheduler.pause()  # fire nothing new
+        self.follower.stopping.set()  # poll no more; a fast run in flight finishes
         await asyncio.sleep(0)  # a job submitted just before the signal gets to start
-        task = self._job_task
-        if task is not None and not task.done():
+        running = {t for t in (self._job_task, self._follow_task) if t is not None}
+        running = {t for t in running if not t.done()}
+        if running:
             timeout = self.settings.schedule.shutdown_timeout_seconds
-            log.info("shutdown_waiting_for_run", timeout_seconds=timeout)
-            done, _ = await asyncio.wait({task}, timeout=timeout)
-            if not done:
+            if self._job_task in running or self.runs.locked():
+                log.info("shutdown_waiting_for_run", timeout_seconds=timeout)
+            _, pending = await asyncio.wait(running, timeout=timeout)
+            if pending:
                 log.warning("shutdown_timeout", timeout_seconds=timeout)
-                task.cancel()
-                await asyncio.wait({task})
+                for task in pending:
+                    task.cancel()
+                await asyncio.wait(pending)
         # No job is in flight, so the executor has nothing to cancel.
         scheduler.shutdown(wait=False)
         await asyncio.sleep(0)

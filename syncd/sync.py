@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
@@ -21,7 +21,7 @@ import structlog
 from syncd.apply import Applier, ApplyResult
 from syncd.config import Settings
 from syncd.confirm import Confirmer, with_unconfirmed
-from syncd.desired import Built, Rules, build
+from syncd.desired import Built, Member, Rules, SourceSnapshot, build, groups_to_read
 from syncd.errors import (
     ConfigRefused,
     ExitCode,
@@ -30,12 +30,14 @@ from syncd.errors import (
     SourceReadError,
     SyncdError,
 )
+from syncd.events import Hints
 from syncd.evidence import SourceFacts
+from syncd.fastpath import FreshUser, member_of, missing_members, patch, scope_of, unknown_groups
 from syncd.http import ApiClient, RequestCounter, RetryBudget
 from syncd.keycloak import KeycloakReader, TokenProvider
 from syncd.litellm import LiteLLMClient
 from syncd.metrics import Metrics
-from syncd.model import Actual, Desired
+from syncd.model import Actual, Desired, Scope
 from syncd.plan import Plan, Policy, make_plan
 from syncd.report import Names, summary_line
 
@@ -97,6 +99,9 @@ class RunOutcome:
     apply_warnings: list[str] = field(default_factory=list)  # confirmation and writes
     confirm_reads: int = 0  # Keycloak reads spent confirming destructive steps
     requests: RequestCounter = field(default_factory=RequestCounter)
+    # The raw Keycloak read behind `desired`: the daemon keeps it for the fast path.
+    snapshot: SourceSnapshot | None = None
+    scope: Scope | None = None  # a fast-path run: the subjects it re-read and planned
     duration: float = 0.0
     cancelled: bool = False  # the daemon cancelled the run: run_sync re-raises after recording
 
@@ -229,6 +234,18 @@ def _clients(
     return keycloak_api, litellm_api
 
 
+def _reader(settings: Settings, api: ApiClient, tokens: TokenProvider) -> KeycloakReader:
+    kc = settings.keycloak
+    return KeycloakReader(
+        api, tokens, realm=kc.realm, page_size=kc.page_size, client_id=kc.client_id
+    )
+
+
+def _target(settings: Settings, api: ApiClient) -> LiteLLMClient:
+    ll = settings.litellm
+    return LiteLLMClient(api, page_size=ll.page_size, changed_by=ll.changed_by)
+
+
 async def run_sync(
     settings: Settings,
     *,
@@ -314,71 +331,204 @@ async def _reconcile(
     tokens = TokenProvider(settings)
     try:
         rules = Rules.from_settings(settings)
-        reader = KeycloakReader(
-            keycloak_api, tokens, realm=settings.keycloak.realm,
-            page_size=settings.keycloak.page_size, client_id=settings.keycloak.client_id,
+        reader = _reader(settings, keycloak_api, tokens)
+        target = _target(settings, litellm_api)
+        snapshot, built, actual = await _unless_stopped(
+            _read_both(_read_source(reader, rules), target), stop
         )
-        target = LiteLLMClient(
-            litellm_api, page_size=settings.litellm.page_size,
-            changed_by=settings.litellm.changed_by,
+        outcome.snapshot = snapshot
+        await _plan_and_apply(
+            settings, outcome, metrics, reader, target, rules, built, actual,
+            policy_from(settings, now, force=force), stop,
         )
-        built, actual = await _unless_stopped(_read_both(reader, rules, target), stop)
-        desired = built.desired
-        outcome.desired, outcome.actual = desired, actual
-        outcome.read_warnings.extend(built.warnings)
-        managed = actual.managed_teams
-        if not desired.teams and managed:
-            raise SourceReadError(
-                f"Keycloak returned no selected groups ({desired.groups_seen} groups in all) "
-                f"while {len(managed)} teams are managed; refusing to treat that as everyone "
-                "leaving. Check the realm and the selection settings."
-            )
-        plan = make_plan(desired, actual, policy_from(settings, now, force=force))
-        outcome.plan = plan
-        metrics.pending_changes.set(len(plan.operations) + len(plan.held_back))
-        metrics.unresolved_identities.set(plan.unresolved_identities)
-        if outcome.mode != "apply":  # dry run and check write nothing
-            return
-        applier = Applier(target, stop, in_flight=settings.litellm.concurrency)
-        outcome.applied = applier.result
-        # Everything that only adds or restores first; then, just before the
-        # destructive part, a fresh read of each of its subjects.
-        await applier.apply([op for op in plan.operations if not op.DESTRUCTIVE])
-        destructive = [op for op in plan.operations if op.DESTRUCTIVE]
-        if applier.stopped:
-            applier.result.not_started += len(destructive)
-            raise RunInterrupted("stopped")
-        if destructive:
-            facts = SourceFacts(desired.sources, desired.groups_known)
-            confirmer = Confirmer(reader, facts, rules)
-            confirmed, dropped = await confirmer.confirm(destructive)
-            outcome.confirm_reads = confirmer.reads
-            plan = with_unconfirmed(plan, dropped)
-            outcome.plan = plan
-            for op, _ in dropped:
-                metrics.unconfirmed.labels(operation=op.KIND).inc()
-            if dropped:
-                outcome.apply_warnings.append(
-                    f"{len(dropped)} destructive change(s) skipped this run: a fresh read of "
-                    "Keycloak did not confirm them (see change_unconfirmed events)"
-                )
-            await applier.apply(confirmed)
-            if applier.stopped:
-                raise RunInterrupted("stopped")
-        applied = applier.result
-        outcome.apply_warnings.extend(applied.warnings)
-        if plan.braked:
-            log.warning(
-                "safety_brake_engaged", reason=plan.brake_reason, held_back=len(plan.held_back),
-                failed=len(applied.failed),
-            )
-            for op in plan.held_back:
-                log.warning("held_back", op=op.KIND, **op.ids())
-        if applied.config_error is not None:
-            # Everything else was applied; the run still ends in this one error.
-            raise ConfigRefused(applied.config_error)
     finally:
         await asyncio.gather(keycloak_api.aclose(), litellm_api.aclose(), tokens.aclose())
+
+
+async def _plan_and_apply(
+    settings: Settings,
+    outcome: RunOutcome,
+    metrics: Metrics,
+    reader: KeycloakReader,
+    target: LiteLLMClient,
+    rules: Rules,
+    built: Built,
+    actual: Actual,
+    policy: Policy,
+    stop: asyncio.Event | None,
+) -> None:
+    """Plan (within ``outcome.scope``, if any) and write: the part a full
+    reconcile and a fast-path run share, so they apply the same rules the same way."""
+    desired = built.desired
+    outcome.desired, outcome.actual = desired, actual
+    outcome.read_warnings.extend(built.warnings)
+    managed = actual.managed_teams
+    if not desired.teams and managed:
+        raise SourceReadError(
+            f"Keycloak returned no selected groups ({desired.groups_seen} groups in all) "
+            f"while {len(managed)} teams are managed; refusing to treat that as everyone "
+            "leaving. Check the realm and the selection settings."
+        )
+    plan = make_plan(desired, actual, policy, outcome.scope)
+    outcome.plan = plan
+    if outcome.scope is None:  # these gauges describe the whole state
+        metrics.pending_changes.set(len(plan.operations) + len(plan.held_back))
+        metrics.unresolved_identities.set(plan.unresolved_identities)
+    if outcome.mode != "apply":  # dry run and check write nothing
+        return
+    applier = Applier(target, stop, in_flight=settings.litellm.concurrency)
+    outcome.applied = applier.result
+    # Everything that only adds or restores first; then, just before the
+    # destructive part, a fresh read of each of its subjects.
+    await applier.apply([op for op in plan.operations if not op.DESTRUCTIVE])
+    destructive = [op for op in plan.operations if op.DESTRUCTIVE]
+    if applier.stopped:
+        applier.result.not_started += len(destructive)
+        raise RunInterrupted("stopped")
+    if destructive:
+        facts = SourceFacts(desired.sources, desired.groups_known)
+        confirmer = Confirmer(reader, facts, rules)
+        confirmed, dropped = await confirmer.confirm(destructive)
+        outcome.confirm_reads = confirmer.reads
+        plan = with_unconfirmed(plan, dropped)
+        outcome.plan = plan
+        for op, _ in dropped:
+            metrics.unconfirmed.labels(operation=op.KIND).inc()
+        if dropped:
+            outcome.apply_warnings.append(
+                f"{len(dropped)} destructive change(s) skipped this run: a fresh read of "
+                "Keycloak did not confirm them (see change_unconfirmed events)"
+            )
+        await applier.apply(confirmed)
+        if applier.stopped:
+            raise RunInterrupted("stopped")
+    applied = applier.result
+    outcome.apply_warnings.extend(applied.warnings)
+    if plan.braked:
+        log.warning(
+            "safety_brake_engaged", reason=plan.brake_reason, held_back=len(plan.held_back),
+            failed=len(applied.failed),
+        )
+        for op in plan.held_back:
+            log.warning("held_back", op=op.KIND, **op.ids())
+    if applied.config_error is not None:
+        # Everything else was applied; the run still ends in this one error.
+        raise ConfigRefused(applied.config_error)
+
+
+async def run_fast(
+    settings: Settings,
+    base: SourceSnapshot,
+    hints: Hints,
+    *,
+    metrics: Metrics,
+    now: datetime | None = None,
+) -> RunOutcome:
+    """A fast-path run (the daemon's event tail): re-read what `hints` name,
+    fold it into `base` (the last snapshot), and plan and apply for those
+    subjects only, exactly as a full reconcile would for them now.
+
+    Never raises for expected failures; ``outcome.snapshot`` is the patched
+    snapshot when the reads succeeded (the daemon keeps it for the next batch).
+    """
+    run_id = uuid.uuid4().hex[:12]
+    structlog.contextvars.bind_contextvars(run_id=run_id)
+    outcome = RunOutcome(run_id=run_id, mode="apply")
+    started = time.perf_counter()
+    try:
+        log.info("fast_path_started", users=len(hints.users), groups=len(hints.groups),
+                 events=hints.events)
+        try:
+            await _fast_reconcile(settings, outcome, metrics, base, hints, now or datetime.now(UTC))
+        except SyncdError as exc:
+            outcome.failure = exc
+            metrics.errors.labels(stage=exc.stage).inc()
+            log.error("fast_path_failed", stage=exc.stage, error=str(exc))
+        except Exception as exc:  # a bug: report it, keep the daemon alive
+            outcome.failure = SyncdError(f"internal error: {type(exc).__name__}: {exc}")
+            metrics.errors.labels(stage="internal").inc()
+            log.exception("fast_path_crashed")
+        outcome.duration = time.perf_counter() - started
+        _record_changes(metrics, outcome)
+        metrics.fast_runs.labels(result=outcome.result.value).inc()
+        stats = outcome.stats
+        log.info("fast_path_finished", summary=stats.summary, events=hints.events,
+                 **stats.as_dict())
+    finally:
+        structlog.contextvars.unbind_contextvars("run_id")
+    return outcome
+
+
+async def _fast_reconcile(
+    settings: Settings,
+    outcome: RunOutcome,
+    metrics: Metrics,
+    base: SourceSnapshot,
+    hints: Hints,
+    now: datetime,
+) -> None:
+    keycloak_api, litellm_api = _clients(settings, metrics, outcome.requests)
+    tokens = TokenProvider(settings)
+    try:
+        rules = Rules.from_settings(settings)
+        reader = _reader(settings, keycloak_api, tokens)
+        target = _target(settings, litellm_api)
+        source = _fast_source(reader, rules, base, hints, outcome)
+        snapshot, built, actual = await _read_both(source, target)
+        outcome.snapshot = snapshot
+        await _plan_and_apply(
+            settings, outcome, metrics, reader, target, rules, built, actual,
+            policy_from(settings, now), None,
+        )
+    finally:
+        await asyncio.gather(keycloak_api.aclose(), litellm_api.aclose(), tokens.aclose())
+
+
+async def _fast_source(
+    reader: KeycloakReader,
+    rules: Rules,
+    base: SourceSnapshot,
+    hints: Hints,
+    outcome: RunOutcome,
+) -> tuple[SourceSnapshot, Built]:
+    """Fresh reads of the hinted users (record and direct groups) and, when a
+    group changed or a user is in a group the snapshot never saw, of the group
+    tree and the members of groups that now feed a team."""
+    fresh = await _gather(*(_fresh_user(reader, u) for u in sorted(hints.users)))
+    tree = await reader.read_groups() if hints.groups else None
+    if tree is None and unknown_groups(base, fresh):
+        tree = await reader.read_groups()
+    members: dict[str, list[Member]] = {}
+    if tree is not None:
+        wanted = missing_members(base, rules, tree) | (hints.groups & groups_to_read(tree, rules))
+        ids = sorted(wanted)
+        lists = await _gather(*(reader.read_members(g) for g in ids))
+        members = dict(zip(ids, lists, strict=True))
+    snapshot = patch(base, rules, fresh=fresh, tree=tree, members=members)
+    old, new = build(base, rules), build(snapshot, rules)
+    outcome.scope = scope_of(hints.users, hints.groups, base, old.desired, new.desired)
+    return snapshot, new
+
+
+async def _fresh_user(reader: KeycloakReader, user_id: str) -> FreshUser:
+    record = await reader.read_user(user_id)
+    if record is None:
+        return FreshUser(user_id, None, frozenset())
+    groups = await reader.read_user_groups(user_id)
+    return FreshUser(
+        user_id, member_of(record), frozenset(str(g["id"]) for g in groups if "id" in g)
+    )
+
+
+async def _gather(*work: Coroutine[Any, Any, T]) -> list[T]:
+    """Concurrent reads (bounded by the client); the first failure cancels the rest
+    and is raised as itself."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(w) for w in work]
+    except ExceptionGroup as group_error:
+        raise group_error.exceptions[0] from None
+    return [t.result() for t in tasks]
 
 
 async def _unless_stopped(work: Awaitable[T], stop: asyncio.Event | None) -> T:
@@ -417,24 +567,25 @@ def _interrupted(outcome: RunOutcome) -> RunInterrupted:
 
 
 async def _read_both(
-    reader: KeycloakReader, rules: Rules, target: LiteLLMClient
-) -> tuple[Built, Actual]:
+    source: Coroutine[Any, Any, tuple[SourceSnapshot, Built]], target: LiteLLMClient
+) -> tuple[SourceSnapshot, Built, Actual]:
     """Read both sides at once; the first failure cancels the other read."""
     try:
         async with asyncio.TaskGroup() as group:
-            desired_task = group.create_task(_read_source(reader, rules))
+            desired_task = group.create_task(source)
             actual_task = group.create_task(_read_target(target))
     except ExceptionGroup as group_error:
         errors = group_error.exceptions
         # Report the Keycloak side first: it decides whether anything may be written.
         first = next((e for e in errors if isinstance(e, SourceReadError)), errors[0])
         raise first from None
-    return desired_task.result(), actual_task.result()
+    return (*desired_task.result(), actual_task.result())
 
 
-async def _read_source(reader: KeycloakReader, rules: Rules) -> Built:
+async def _read_source(reader: KeycloakReader, rules: Rules) -> tuple[SourceSnapshot, Built]:
     """Keycloak as it is, then what it asks for (the build is pure and quick)."""
-    return build(await reader.read_snapshot(rules), rules)
+    snapshot = await reader.read_snapshot(rules)
+    return snapshot, build(snapshot, rules)
 
 
 async def _read_target(target: LiteLLMClient) -> Actual:
@@ -468,13 +619,7 @@ def _record(metrics: Metrics, outcome: RunOutcome) -> None:
         metrics.consecutive_failures.set(0)
     elif result.failed:
         metrics.consecutive_failures.inc()
-    if outcome.applied:
-        for op in outcome.applied.done:
-            metrics.changes.labels(operation=op.KIND).inc()
-        for op, _ in outcome.applied.failed:
-            metrics.operation_failures.labels(operation=op.KIND).inc()
-        if outcome.applied.failed:
-            metrics.errors.labels(stage="apply").inc()
+    _record_changes(metrics, outcome)
     if outcome.plan is not None:
         metrics.brake_engaged.set(1 if outcome.plan.braked else 0)
         metrics.held_back.set(len(outcome.plan.held_back))
@@ -483,3 +628,14 @@ def _record(metrics: Metrics, outcome: RunOutcome) -> None:
         teams = [t for tid, t in outcome.desired.teams.items() if tid not in skipped]
         metrics.managed_teams.set(len(teams))
         metrics.managed_members.set(sum(len(t.members) for t in teams))
+
+
+def _record_changes(metrics: Metrics, outcome: RunOutcome) -> None:
+    """What was written and what failed: counted alike for full and fast-path runs."""
+    if outcome.applied:
+        for op in outcome.applied.done:
+            metrics.changes.labels(operation=op.KIND).inc()
+        for op, _ in outcome.applied.failed:
+            metrics.operation_failures.labels(operation=op.KIND).inc()
+        if outcome.applied.failed:
+            metrics.errors.labels(stage="apply").inc()

@@ -197,7 +197,7 @@ def test_a_burst_larger_than_a_poll_may_read_is_a_gap() -> None:
     assert poll.hints.full is not None and "more than 40" in poll.hints.full
     # The cursor is re-seeded afterwards: the tail goes on after the full reconcile.
     again = asyncio.run(t.poll())
-    assert again.hints.full == "the event tail (re)started"
+    assert not again.hints  # re-seeded quietly: the gap asked for the reconcile already
     assert not asyncio.run(t.poll()).hints
 
 
