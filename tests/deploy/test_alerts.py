@@ -49,7 +49,7 @@ def rendered_groups(helm: str, mode_values: Path, *sets: str, **kw: str) -> list
 def test_promtool_check_rules(promtool: str) -> None:
     proc = promtool_run(promtool, "check", "rules", str(ALERTS_FILE))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 7 rules found" in proc.stdout
+    assert "SUCCESS: 8 rules found" in proc.stdout
 
 
 def test_promtool_unit_tests(promtool: str) -> None:
@@ -63,6 +63,7 @@ def test_required_alerts_are_there() -> None:
     assert set(r) == {
         "SyncdNoRecentSuccess", "SyncdBrakeEngaged", "SyncdDown", "SyncdRepeatedFailures",
         "SyncdHighErrorRate", "SyncdCronJobFailed", "SyncdLastRunHighErrorRate",
+        "SyncdEventTailStalled",
     }
     assert "time() - " in r["SyncdNoRecentSuccess"]["expr"]
     assert "syncd_last_success_timestamp_seconds" in r["SyncdNoRecentSuccess"]["expr"]
@@ -200,7 +201,7 @@ def test_rendered_rules_follow_the_values(
     if mode == "deployment":
         assert set(r) == {
             "SyncdNoRecentSuccess", "SyncdBrakeEngaged", "SyncdDown", "SyncdRepeatedFailures",
-            "SyncdHighErrorRate",
+            "SyncdHighErrorRate", "SyncdEventTailStalled",
         }
         assert ">= 5" in r["SyncdRepeatedFailures"]["expr"]
         assert "> 0.25" in r["SyncdHighErrorRate"]["expr"]
