@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -224,18 +224,18 @@ class ApiClient:
         self.metrics.http_duration.labels(target=self.target, method=method).observe(seconds)
 
 
-async def gather_or_cancel(*aws: Awaitable[T]) -> list[T]:
-    """``asyncio.gather`` for concurrent reads: when one fails, cancel the others and
-    wait for them before raising. Plain gather leaves them running, so their requests
-    (and retries) would outlive the failed run and hit a client that is being closed."""
-    tasks = [asyncio.ensure_future(a) for a in aws]
+async def all_or_nothing(reads: Iterable[Coroutine[Any, Any, T]]) -> list[T]:
+    """Concurrent reads, results in order. The first failure cancels the others
+    and waits for them (an `asyncio.TaskGroup`), so no request outlives a failed
+    run and hits a client being closed; it is raised as itself, not wrapped,
+    because callers tell a `SourceReadError` (nothing may be written) from
+    other failures."""
     try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(read) for read in reads]
+    except ExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncGenerator, Callable, Coroutine, Generator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -32,7 +32,7 @@ from keycloak.exceptions import (
 from syncd.config import Settings
 from syncd.desired import Group, Member, Rules, SourceSnapshot, groups_to_read, parse_group, walk
 from syncd.errors import SourceReadError
-from syncd.http import ApiClient, describe_transport_error
+from syncd.http import ApiClient, all_or_nothing, describe_transport_error
 from syncd.secrets import Secrets, cut
 
 log = structlog.get_logger("syncd.keycloak")
@@ -207,19 +207,6 @@ def _keycloak_error(exc: KeycloakError) -> str:
 
 
 
-async def _all_or_nothing(reads: Iterable[Coroutine[Any, Any, T]]) -> list[T]:
-    """Concurrent reads, in order. The first failure cancels the others and
-    waits for them (a `TaskGroup`), so no request outlives a failed run; it is
-    raised as itself, not wrapped, because callers tell a `SourceReadError`
-    (nothing may be written) from other failures."""
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(read) for read in reads]
-    except ExceptionGroup as failed:
-        raise failed.exceptions[0] from None
-    return [task.result() for task in tasks]
-
-
 class KeycloakReader:
     """Reads the realm's groups and members as they are; what they mean for
     LiteLLM is decided in syncd.desired."""
@@ -317,7 +304,7 @@ class KeycloakReader:
         groups = await self.read_groups()
         paths = {g.id: g.path for g in walk(groups)}
         ids = sorted(groups_to_read(groups, rules))
-        results = await _all_or_nothing(self.read_members(i, path=paths[i]) for i in ids)
+        results = await all_or_nothing(self.read_members(i, path=paths[i]) for i in ids)
         return SourceSnapshot(groups=groups, members=dict(zip(ids, results, strict=True)))
 
     async def read_groups(self) -> list[Group]:
@@ -331,7 +318,7 @@ class KeycloakReader:
         level = top
         while level:
             parents = [g for g in level if g.sub_group_count > 0]
-            results = await _all_or_nothing(self._children(g) for g in parents)
+            results = await all_or_nothing(self._children(g) for g in parents)
             level = [child for children in results for child in children]
         return top
 

@@ -17,7 +17,7 @@ from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 import httpx
 
 from syncd.errors import TargetReadError, TargetWriteError
-from syncd.http import ApiClient, body_summary, describe_transport_error, gather_or_cancel
+from syncd.http import ApiClient, all_or_nothing, body_summary, describe_transport_error
 from syncd.model import (
     DEFAULT_USER_ID,
     MANAGED,
@@ -148,7 +148,7 @@ class LiteLLMClient:
             return [parse(r) for r in rows], pages
 
         items, total_pages = await page(1)
-        rest = await gather_or_cancel(*(page(n) for n in range(2, total_pages + 1)))
+        rest = await all_or_nothing(page(n) for n in range(2, total_pages + 1))
         for more, _ in rest:
             items.extend(more)
         return items
@@ -212,7 +212,7 @@ class LiteLLMClient:
         team_rows: list[Team] = []
         user_rows: list[User] = []
         key_rows: list[Key] = []
-        await gather_or_cancel(
+        await all_or_nothing((
             _into(team_rows, self._paged(
                 "/v2/team/list", "teams", "page_size", parse_team
             )),
@@ -223,7 +223,7 @@ class LiteLLMClient:
                 "/key/list", "keys", "size", parse_key,
                 {"return_full_object": "true"},
             )),
-        )
+        ))
         teams = {t.team_id: t for t in team_rows}
         users = {u.user_id: u for u in user_rows}
         keys = {k.token: k for k in key_rows}

@@ -33,7 +33,7 @@ from syncd.errors import (
 from syncd.events import Hints
 from syncd.evidence import SourceFacts
 from syncd.fastpath import FreshUser, member_of, missing_members, patch, scope_of, unknown_groups
-from syncd.http import ApiClient, RequestCounter, RetryBudget
+from syncd.http import ApiClient, RequestCounter, RetryBudget, all_or_nothing
 from syncd.keycloak import KeycloakReader, TokenProvider
 from syncd.litellm import LiteLLMClient
 from syncd.metrics import Metrics
@@ -494,7 +494,7 @@ async def _fast_source(
     """Fresh reads of the hinted users (record and direct groups) and, when a
     group changed or a user is in a group the snapshot never saw, of the group
     tree and the members of groups that now feed a team."""
-    fresh = await _gather(*(_fresh_user(reader, u) for u in sorted(hints.users)))
+    fresh = await all_or_nothing(_fresh_user(reader, u) for u in sorted(hints.users))
     tree = await reader.read_groups() if hints.groups else None
     if tree is None and unknown_groups(base, fresh):
         tree = await reader.read_groups()
@@ -502,7 +502,7 @@ async def _fast_source(
     if tree is not None:
         wanted = missing_members(base, rules, tree) | (hints.groups & groups_to_read(tree, rules))
         ids = sorted(wanted)
-        lists = await _gather(*(reader.read_members(g) for g in ids))
+        lists = await all_or_nothing(reader.read_members(g) for g in ids)
         members = dict(zip(ids, lists, strict=True))
     snapshot = patch(base, rules, fresh=fresh, tree=tree, members=members)
     old, new = build(base, rules), build(snapshot, rules)
@@ -518,17 +518,6 @@ async def _fresh_user(reader: KeycloakReader, user_id: str) -> FreshUser:
     return FreshUser(
         user_id, member_of(record), frozenset(str(g["id"]) for g in groups if "id" in g)
     )
-
-
-async def _gather(*work: Coroutine[Any, Any, T]) -> list[T]:
-    """Concurrent reads (bounded by the client); the first failure cancels the rest
-    and is raised as itself."""
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(w) for w in work]
-    except ExceptionGroup as group_error:
-        raise group_error.exceptions[0] from None
-    return [t.result() for t in tasks]
 
 
 async def _unless_stopped(work: Awaitable[T], stop: asyncio.Event | None) -> T:

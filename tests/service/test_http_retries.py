@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from syncd.config import RetrySettings
-from syncd.http import ApiClient, RequestCounter, RetryBudget, gather_or_cancel
+from syncd.http import ApiClient, RequestCounter, RetryBudget, all_or_nothing
 from syncd.metrics import Metrics
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -165,7 +165,7 @@ async def test_backoff_grows_without_retry_after() -> None:
     assert 0.7 <= time.monotonic() - started < 2.0
 
 
-async def test_gather_or_cancel_cancels_the_rest_when_one_read_fails() -> None:
+async def test_all_or_nothing_cancels_the_rest_and_raises_the_failure_itself() -> None:
     finished: list[str] = []
 
     async def fails() -> str:
@@ -179,8 +179,8 @@ async def test_gather_or_cancel_cancels_the_rest_when_one_read_fails() -> None:
 
     started = time.monotonic()
     with pytest.raises(RuntimeError, match="first read failed"):
-        await gather_or_cancel(fails(), slow(), slow())
+        await all_or_nothing([fails(), slow(), slow()])
     assert time.monotonic() - started < 1
     await asyncio.sleep(0)
     assert finished == []
-    assert await gather_or_cancel(asyncio.sleep(0, "a"), asyncio.sleep(0, "b")) == ["a", "b"]
+    assert await all_or_nothing([asyncio.sleep(0, "a"), asyncio.sleep(0, "b")]) == ["a", "b"]
