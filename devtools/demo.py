@@ -10,8 +10,11 @@ through the emulator's LiteLLM API with the master key exactly as
 docs/deploy.md tells operators to, not on the master key. The demo ends by
 cutting access through a real route: a member's key answers on
 ``/chat/completions``, the member leaves their Keycloak group, the next sync
-runs, and the same call is refused. The configuration it used stays in
-.demo/syncd.yaml for further experiments.
+runs, and the same call is refused. Then syncd runs as a daemon, following
+Keycloak's admin events (the realm records them and syncd's service account
+has ``view-events``): another member leaves her group, and her key is refused
+within seconds, with no full reconcile in between. The configuration it used
+stays in .demo/syncd.yaml for further experiments.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 from devtools.keycloak_local import AdminClient, KeycloakServer, create_realm, free_port
 
@@ -32,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MASTER_KEY = "sk-demo-master-key"
 SERVICE_USER = "svc-syncd"
 MEMBER, MEMBER_GROUP = "ana.dubois", "/llm/research"  # her only selected group
+FAST_MEMBER, FAST_GROUP = "grace.larsen", "/llm/support"  # her only selected group
 MODEL = "fake-gpt-4o-mini"  # one of the emulator's fake models
 
 
@@ -160,8 +165,9 @@ def main() -> int:
             banner("second run: nothing left to change")
             again = syncd(config, "--once")
             cut = cut_access(kc, ll_url, config)
+            fast = fast_path(kc, ll_url, config)
             print(f"\nconfiguration used: {config.relative_to(ROOT)}")
-            return code or again or cut
+            return code or again or cut or fast
         finally:
             emulator.terminate()
             emulator.wait(10)
@@ -187,6 +193,84 @@ def cut_access(kc: KeycloakServer, ll_url: str, config: Path) -> int:
         print(f"expected 200 then 401, got {before} then {after}")
         return 1
     return code
+
+
+def fast_path(kc: KeycloakServer, ll_url: str, config: Path) -> int:
+    """The daemon follows admin events: a removal is applied in seconds."""
+    banner("syncd as a daemon, following Keycloak's admin events")
+    daemon_config = config.with_name("syncd-daemon.yaml")
+    port = free_port()
+    settings = yaml.safe_load(config.read_text())
+    settings.update(
+        server={"host": "127.0.0.1", "port": port},
+        # One full reconcile at start; the rest is the fast path.
+        schedule={"interval_seconds": 3600},
+        # The realm records admin events; the service account has view-events.
+        events={"enabled": "true"},
+        logging={"format": "json", "level": "info"},
+    )
+    daemon_config.write_text(yaml.safe_dump(settings, sort_keys=False))
+    log_path = config.with_name("syncd-daemon.log")
+    cmd = [str(Path(sys.executable).with_name("syncd")), "--config", str(daemon_config)]
+    print("$ syncd --config " + str(daemon_config.relative_to(ROOT)), flush=True)
+    with log_path.open("wb") as log_file:
+        daemon = subprocess.Popen(cmd, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            return _follow(kc, ll_url, port, daemon, log_path)
+        finally:
+            daemon.terminate()
+            daemon.wait(30)
+            print(f"daemon log: {log_path.relative_to(ROOT)}")
+
+
+def _follow(
+    kc: KeycloakServer, ll_url: str, port: int, daemon: subprocess.Popen[bytes], log_path: Path
+) -> int:
+    deadline = time.monotonic() + 60
+    while True:  # ready once the first full reconcile succeeded
+        if daemon.poll() is not None:
+            print(f"syncd exited with {daemon.returncode}")
+            return 1
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            print("syncd did not become ready within 60 s")
+            return 1
+        time.sleep(0.3)
+    print("syncd is ready (first full reconcile done)")
+    with AdminClient(kc.url) as admin:
+        user_id = admin.user_id("acme", FAST_MEMBER)
+        group_id = admin.group_id("acme", FAST_GROUP)
+        key = master(ll_url, "/key/generate", {"user_id": user_id, "team_id": group_id,
+                                               "key_alias": f"{FAST_MEMBER}-laptop"})["key"]
+        before = chat(ll_url, key, f"{FAST_MEMBER}'s key")
+        banner(f"{FAST_MEMBER} leaves {FAST_GROUP}; the daemon sees the admin event")
+        admin.request("DELETE", f"/admin/realms/acme/users/{user_id}/groups/{group_id}")
+        removed = time.monotonic()
+    while time.monotonic() - removed < 30:
+        status = httpx.post(f"{ll_url}/chat/completions",
+                            headers={"Authorization": f"Bearer {key}"},
+                            json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+                            ).status_code
+        if status != 200:
+            break
+        time.sleep(0.2)
+    elapsed = time.monotonic() - removed
+    after = chat(ll_url, key, f"{FAST_MEMBER}'s key")
+    events = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    full = sum(e.get("event") == "sync_finished" for e in events)
+    fast = [e for e in events if e.get("event") == "fast_path_finished"]
+    for run in fast:
+        print(f"syncd fast path: {run['summary']}")
+    print(f"refused {elapsed:.1f} s after the Keycloak change; full reconciles so far: {full} "
+          f"(the one at start), fast-path runs: {len(fast)}")
+    if (before, after) != (200, 401) or full != 1 or not fast:
+        print(f"expected 200 then 401 through the fast path, got {before} then {after}")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
