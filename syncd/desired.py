@@ -16,7 +16,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import ValidationError
 
-from syncd.config import Settings, TeamSettingsSpec
+from syncd.config import TeamSettingsSpec
 from syncd.errors import SourceReadError
 from syncd.model import Desired, DesiredTeam, DesiredUser, Role, TeamSettings
 
@@ -74,22 +74,6 @@ class Rules:
     attribute_prefix: str = "litellm."
     defaults: TeamSettings = field(default_factory=TeamSettings)
     overrides: Mapping[str, TeamSettings] = field(default_factory=dict)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Rules:
-        sel, teams = settings.selection, settings.teams
-        return cls(
-            path_prefixes=tuple(sel.path_prefixes),
-            attribute=sel.attribute,
-            exclude_paths=tuple(sel.exclude_paths),
-            flatten=sel.flatten,
-            admin_subgroup=settings.members.admin_subgroup,
-            default_role=settings.members.default_role,
-            alias_from=teams.alias_from,
-            attribute_prefix=teams.attribute_prefix,
-            defaults=settings_of(teams.defaults),
-            overrides={path: settings_of(spec) for path, spec in teams.overrides.items()},
-        )
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ class EventFollower:
             retries=settings.retries, budget=RetryBudget(0), metrics=metrics,
             counter=RequestCounter(),
         )
-        self.tokens = TokenProvider(settings)
+        self.tokens = TokenProvider(settings.keycloak)
         self.reader = KeycloakReader(
             self.api, self.tokens, realm=settings.keycloak.realm,
             page_size=settings.keycloak.page_size, client_id=settings.keycloak.client_id,

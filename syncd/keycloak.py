@@ -29,7 +29,7 @@ from keycloak.exceptions import (
     KeycloakError,
 )
 
-from syncd.config import Settings
+from syncd.config import KeycloakSettings
 from syncd.desired import Group, Member, Rules, SourceSnapshot, groups_to_read, parse_group, walk
 from syncd.errors import SourceReadError
 from syncd.http import ApiClient, all_or_nothing, describe_transport_error
@@ -56,8 +56,7 @@ class TokenProvider(httpx.Auth):
     one resend. Every token is registered with `Secrets` when fetched.
     """
 
-    def __init__(self, settings: Settings) -> None:
-        kc = settings.keycloak
+    def __init__(self, kc: KeycloakSettings) -> None:
         Secrets.add(kc.secret())
         self._openid = KeycloakOpenID(
             server_url=kc.url + "/",

@@ -109,7 +109,7 @@ class Policy:
 
 @dataclass(frozen=True)
 class Skipped:
-    team: str
+    team_id: str
     reason: str
 
 
@@ -425,7 +425,7 @@ class _Planner:
 
     def owned_teams(self) -> set[str]:
         """Teams this plan manages: marked ones, and existing ones it adopts now."""
-        skipped = {s.team for s in self.skipped}
+        skipped = {s.team_id for s in self.skipped}
         adopted = {t for t in self.desired.teams if t in self.actual.teams and t not in skipped}
         return set(self.managed) | adopted
 

@@ -57,7 +57,7 @@ def render_plan(plan: Plan, names: Names) -> str:
         for op, why in plan.unconfirmed:
             lines.append(f"  - {op.describe(names)}: {why}")
     for s in plan.skipped:
-        lines.append(f"Skipped team {names.team(s.team)} [{s.team}]: {s.reason}")
+        lines.append(f"Skipped team {names.team(s.team_id)} [{s.team_id}]: {s.reason}")
     for w in plan.warnings:
         lines.append(f"Warning: {w}")
     return "\n".join(lines)
@@ -111,7 +111,7 @@ def plan_json(plan: Plan, names: Names) -> dict[str, Any]:
         "held_back": [entry(op) for op in plan.held_back],
         "brake_reason": plan.brake_reason,
         "unconfirmed": [{**entry(op), "why": why} for op, why in plan.unconfirmed],
-        "skipped": [{"team": s.team, "reason": s.reason} for s in plan.skipped],
+        "skipped": [{"team_id": s.team_id, "reason": s.reason} for s in plan.skipped],
         "warnings": list(plan.warnings),
         "destructive": plan.destructive_count,
         "managed_memberships": plan.managed_memberships,

@@ -21,7 +21,15 @@ import structlog
 from syncd.apply import Applier, ApplyResult
 from syncd.config import Settings
 from syncd.confirm import Confirmer, with_unconfirmed
-from syncd.desired import Built, Member, Rules, SourceSnapshot, build, groups_to_read
+from syncd.desired import (
+    Built,
+    Member,
+    Rules,
+    SourceSnapshot,
+    build,
+    groups_to_read,
+    settings_of,
+)
 from syncd.errors import (
     ConfigRefused,
     ExitCode,
@@ -191,6 +199,23 @@ class RunOutcome:
         return Names.from_states(self.desired, self.actual)
 
 
+def rules_from(settings: Settings) -> Rules:
+    """What turns groups into teams, for the pure builder (syncd.desired)."""
+    sel, teams, members = settings.selection, settings.teams, settings.members
+    return Rules(
+        path_prefixes=tuple(sel.path_prefixes),
+        attribute=sel.attribute,
+        exclude_paths=tuple(sel.exclude_paths),
+        flatten=sel.flatten,
+        admin_subgroup=members.admin_subgroup,
+        default_role=members.default_role,
+        alias_from=teams.alias_from,
+        attribute_prefix=teams.attribute_prefix,
+        defaults=settings_of(teams.defaults),
+        overrides={path: settings_of(spec) for path, spec in teams.overrides.items()},
+    )
+
+
 def policy_from(settings: Settings, now: datetime, *, force: bool = False) -> Policy:
     """The planner's policy: the planner stays free of the configuration layer,
     and this is the one module that holds Settings."""
@@ -328,9 +353,9 @@ async def _reconcile(
     """Read, plan, write; record each fact on `outcome` as soon as it is known, and
     raise for anything that ends the run early."""
     keycloak_api, litellm_api = _clients(settings, metrics, outcome.requests)
-    tokens = TokenProvider(settings)
+    tokens = TokenProvider(settings.keycloak)
     try:
-        rules = Rules.from_settings(settings)
+        rules = rules_from(settings)
         reader = _reader(settings, keycloak_api, tokens)
         target = _target(settings, litellm_api)
         snapshot, built, actual = await _unless_stopped(
@@ -468,9 +493,9 @@ async def _fast_reconcile(
     now: datetime,
 ) -> None:
     keycloak_api, litellm_api = _clients(settings, metrics, outcome.requests)
-    tokens = TokenProvider(settings)
+    tokens = TokenProvider(settings.keycloak)
     try:
-        rules = Rules.from_settings(settings)
+        rules = rules_from(settings)
         reader = _reader(settings, keycloak_api, tokens)
         target = _target(settings, litellm_api)
         source = _fast_source(reader, rules, base, hints, outcome)
@@ -613,7 +638,7 @@ def _record(metrics: Metrics, outcome: RunOutcome) -> None:
         metrics.brake_engaged.set(1 if outcome.plan.braked else 0)
         metrics.held_back.set(len(outcome.plan.held_back))
     if outcome.desired is not None and outcome.plan is not None:
-        skipped = {s.team for s in outcome.plan.skipped}
+        skipped = {s.team_id for s in outcome.plan.skipped}
         teams = [t for tid, t in outcome.desired.teams.items() if tid not in skipped]
         metrics.managed_teams.set(len(teams))
         metrics.managed_members.set(sum(len(t.members) for t in teams))

@@ -14,12 +14,12 @@ from devtools.litellm_emulator.admin import EmulatorAdmin
 from devtools.realm import User
 from syncd.config import load_settings
 from syncd.confirm import Confirmer
-from syncd.desired import Rules
 from syncd.evidence import GroupGone, SourceFacts, UserOutside
 from syncd.http import ApiClient, RequestCounter, RetryBudget
 from syncd.keycloak import KeycloakReader, TokenProvider
 from syncd.metrics import Metrics
 from syncd.operations import BlockTeam, BlockUser, RemoveMember
+from syncd.sync import rules_from
 from tests.fixtures.keycloak import KeycloakRealm, RealmFactory
 from tests.fixtures.latency_proxy import LatencyProxy
 from tests.integration.harness import Syncd, members, teams, users
@@ -209,12 +209,12 @@ def _confirm(realm: KeycloakRealm, tmp_path: Path, facts: SourceFacts,
         api = ApiClient("keycloak", settings.keycloak.url, verify=True, timeout=10,
                         concurrency=4, retries=settings.retries, budget=RetryBudget(5),
                         metrics=Metrics(), counter=RequestCounter())
-        tokens = TokenProvider(settings)
+        tokens = TokenProvider(settings.keycloak)
         try:
             kc = settings.keycloak
             reader = KeycloakReader(api, tokens, realm=kc.realm, page_size=kc.page_size,
                                     client_id=kc.client_id)
-            confirmer = Confirmer(reader, facts, Rules.from_settings(settings))
+            confirmer = Confirmer(reader, facts, rules_from(settings))
             kept, dropped = await confirmer.confirm(ops)  # type: ignore[arg-type]
             return list(kept), list(dropped)
         finally:

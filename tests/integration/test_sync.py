@@ -151,7 +151,7 @@ def test_unmanaged_team_is_left_alone_unless_adopted(
     result = syncd.once()
     assert result.code == 0
     assert teams(emulator)[gid]["team_alias"] == "hand-made"
-    assert any(s["team"] == gid for s in result.json["plan"]["skipped"])
+    assert any(s["team_id"] == gid for s in result.json["plan"]["skipped"])
     syncd.config["teams"] = {"adopt_existing": True}
     assert syncd.once().code == 0
     team = teams(emulator)[gid]

@@ -100,7 +100,7 @@ async def test_a_rejected_token_is_refreshed_once_and_the_read_resent(
     api = ApiClient("keycloak", realm.url, verify=True, timeout=10, concurrency=2,
                     retries=settings.retries, budget=RetryBudget(5), metrics=metrics,
                     counter=counter)
-    tokens = TokenProvider(settings)
+    tokens = TokenProvider(settings.keycloak)
     reader = _reader(settings, api, tokens)
     try:
         assert len(await reader.read_groups()) == 1
@@ -127,7 +127,7 @@ async def test_a_token_refused_twice_is_a_read_failure(
     api = ApiClient("keycloak", realm.url, verify=True, timeout=10, concurrency=2,
                     retries=settings.retries, budget=RetryBudget(5), metrics=metrics,
                     counter=RequestCounter())
-    tokens = TokenProvider(settings)
+    tokens = TokenProvider(settings.keycloak)
     reader = _reader(settings, api, tokens)
     try:
         await reader.read_groups()

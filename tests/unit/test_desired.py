@@ -20,6 +20,7 @@ from syncd.desired import (
     still_selected,
 )
 from syncd.model import TeamSettings
+from syncd.sync import rules_from
 
 RULES = Rules(path_prefixes=("/llm",), attribute="litellm.sync")
 
@@ -80,7 +81,7 @@ def test_rules_from_settings_match_the_configuration() -> None:
         "teams": {"alias_from": "path", "defaults": {"models": ["m"], "max_budget": 5},
                   "overrides": {"/llm/research": {"rpm_limit": 3}}},
     })
-    assert Rules.from_settings(settings) == Rules(
+    assert rules_from(settings) == Rules(
         path_prefixes=("/llm",), attribute="litellm.sync", exclude_paths=("/llm/archive",),
         admin_subgroup="admins", default_role="admin", alias_from="path",
         defaults=TeamSettings(models=("m",), max_budget=5.0),

@@ -125,7 +125,7 @@ def test_unmanaged_team_with_same_id_is_skipped_unless_adopting() -> None:
     want = desired(dteam("t1", {"a": "user"}))
     have = actual([ateam("t1", {"x": "user"}, managed=False)])
     plan = make_plan(want, have, POLICY)
-    assert [s.team for s in plan.skipped] == ["t1"]
+    assert [s.team_id for s in plan.skipped] == ["t1"]
     assert all(op.team_id != "t1" for op in plan.operations)
     adopted = make_plan(want, have, policy_at(NOW, adopt_existing=True))
     assert "update_team" in kinds(adopted) and "remove_member" in kinds(adopted)
@@ -454,7 +454,7 @@ def test_applied_plan_reaches_the_desired_state(state: tuple[Desired, Actual, Po
     want, have, policy = state
     plan = make_plan(want, have, policy)
     after = apply_ops(have, plan.operations)
-    skipped = {s.team for s in plan.skipped}
+    skipped = {s.team_id for s in plan.skipped}
     for tid, team in want.teams.items():
         if tid in skipped:
             continue
@@ -477,7 +477,7 @@ def test_plans_stay_inside_the_managed_set(state: tuple[Desired, Actual, Policy]
     want, have, policy = state
     plan = make_plan(want, have, policy)
     managed = set(have.managed_teams)
-    desired_owned = {t for t in want.teams if t not in {s.team for s in plan.skipped}}
+    desired_owned = {t for t in want.teams if t not in {s.team_id for s in plan.skipped}}
     for op in plan.operations:
         team = op.team_id
         if team is not None and not isinstance(op, DeleteKey | BlockKey):
@@ -493,7 +493,7 @@ def test_never_revokes_a_key_of_a_current_member(state: tuple[Desired, Actual, P
     want, have, policy = state
     plan = make_plan(want, have, policy)
     for op in plan.operations:
-        owned = set(want.teams) - {s.team for s in plan.skipped}
+        owned = set(want.teams) - {s.team_id for s in plan.skipped}
         if isinstance(op, DeleteKey | BlockKey) and op.team_id in owned:
             assert op.user_id not in want.teams[op.team_id].members
 
