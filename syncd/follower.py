@@ -95,9 +95,8 @@ class EventFollower:
         if self.settings.events.enabled == "false":
             log.info("events_disabled", detail="events.enabled is false: full reconciles only")
             return
-        why = await self._why_not()
+        why = await self._why_not() or await self._seed()
         if why is None:
-            await self.tail.start()
             self._set_active(True)
             self.last_poll_ok = time.monotonic()
             log.info("events_following", poll_seconds=self.poll_seconds,
@@ -127,6 +126,14 @@ class EventFollower:
             )
         return None
 
+    async def _seed(self) -> str | None:
+        """Start the tail at the newest event (None), or say why it cannot read them."""
+        try:
+            await self.tail.start()
+        except SourceReadError as exc:
+            return f"admin events could not be read ({exc})"
+        return None
+
     def _unavailable(self, why: str) -> None:
         self._set_active(False)
         if not self.unavailable_said:
@@ -144,6 +151,8 @@ class EventFollower:
         if self.settings.events.enabled == "false":
             return
         why = await self._why_not()
+        if why is None and not self.active:
+            why = await self._seed()
         if why is None and not self.active:
             self._set_active(True)
             self.last_poll_ok = time.monotonic()
