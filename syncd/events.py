@@ -34,6 +34,12 @@ from syncd.errors import SourceReadError
 _MEMBERSHIP = re.compile(r"^users/([^/]+)/groups/([^/]+)$")
 _USER = re.compile(r"^users/([^/]+)(?:/.*)?$")
 _GROUP = re.compile(r"^groups/([^/]+)(?:/children(?:/[^/]+)?)?$")
+# Resource type -> (its path, whose id the first group is, what to call it).
+_SUBJECTS = {
+    "GROUP_MEMBERSHIP": (_MEMBERSHIP, "users", "membership"),
+    "USER": (_USER, "users", "user"),
+    "GROUP": (_GROUP, "groups", "group"),
+}
 _FEDERATION_TYPES = frozenset({"USER_FEDERATION_PROVIDER", "COMPONENT"})
 _IGNORED_TYPES = frozenset(
     {
@@ -156,21 +162,12 @@ class Hints:
         self.events += 1
         self._stamp(event.time_ms)
         kind, path = event.resource_type, event.path
-        if kind == "GROUP_MEMBERSHIP":
-            if (m := _MEMBERSHIP.match(path)) is None:
-                self._need_full("unreadable", f"unreadable membership event path {path!r}")
+        if kind in _SUBJECTS:
+            pattern, which, what = _SUBJECTS[kind]
+            if (m := pattern.match(path)) is None:
+                self._need_full("unreadable", f"unreadable {what} event path {path!r}")
             else:
-                self.users.add(m.group(1))
-        elif kind == "USER":
-            if (m := _USER.match(path)) is None:
-                self._need_full("unreadable", f"unreadable user event path {path!r}")
-            else:
-                self.users.add(m.group(1))
-        elif kind == "GROUP":
-            if (m := _GROUP.match(path)) is None:
-                self._need_full("unreadable", f"unreadable group event path {path!r}")
-            else:
-                self.groups.add(m.group(1))
+                (self.users if which == "users" else self.groups).add(m.group(1))
         elif kind == "REALM":
             if path.startswith("events/config"):
                 self.check_config = True

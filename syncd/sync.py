@@ -330,16 +330,24 @@ async def _run(
             outcome.cancelled = True
         elif task is not None:
             task.uncancel()  # a second signal to --once: an interruption, not a crash
-    except SyncdError as exc:
-        outcome.failure = exc
-        metrics.errors.labels(stage=exc.stage).inc()
-        log.error("sync_failed", stage=exc.stage, error=str(exc))
-    except Exception as exc:  # a bug: report it, keep the daemon alive
-        outcome.failure = SyncdError(f"internal error: {type(exc).__name__}: {exc}")
-        metrics.errors.labels(stage="internal").inc()
-        log.exception("sync_crashed")
+    except Exception as exc:  # expected (SyncdError) or a bug: keep the daemon alive
+        _failed(outcome, metrics, exc, "sync")
     outcome.duration = time.perf_counter() - started
     return outcome
+
+
+def _failed(outcome: RunOutcome, metrics: Metrics, exc: Exception, event: str) -> None:
+    """Record what ended a run: a SyncdError as itself (``<event>_failed``), anything
+    else as a bug with its traceback (``<event>_crashed``, exit 10). Called from an
+    ``except`` block, so the traceback is there to log."""
+    if isinstance(exc, SyncdError):
+        outcome.failure = exc
+        metrics.errors.labels(stage=exc.stage).inc()
+        log.error(f"{event}_failed", stage=exc.stage, error=str(exc))
+        return
+    outcome.failure = SyncdError(f"internal error: {type(exc).__name__}: {exc}")
+    metrics.errors.labels(stage="internal").inc()
+    log.exception(f"{event}_crashed")
 
 
 async def _reconcile(
@@ -465,14 +473,8 @@ async def run_fast(
                  events=hints.events)
         try:
             await _fast_reconcile(settings, outcome, metrics, base, hints, now or datetime.now(UTC))
-        except SyncdError as exc:
-            outcome.failure = exc
-            metrics.errors.labels(stage=exc.stage).inc()
-            log.error("fast_path_failed", stage=exc.stage, error=str(exc))
-        except Exception as exc:  # a bug: report it, keep the daemon alive
-            outcome.failure = SyncdError(f"internal error: {type(exc).__name__}: {exc}")
-            metrics.errors.labels(stage="internal").inc()
-            log.exception("fast_path_crashed")
+        except Exception as exc:  # expected (SyncdError) or a bug: keep the daemon alive
+            _failed(outcome, metrics, exc, "fast_path")
         outcome.duration = time.perf_counter() - started
         _record_changes(metrics, outcome)
         metrics.fast_runs.labels(result=outcome.result.value).inc()

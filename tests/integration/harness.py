@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 from devtools.litellm_emulator.admin import EmulatorAdmin
+from devtools.litellm_emulator.core import DEFAULT_MODELS
 from tests.fixtures.keycloak import KeycloakRealm
 
 SYNCD = str(Path(sys.executable).with_name("syncd"))
@@ -94,3 +96,14 @@ def members(team: dict[str, Any]) -> dict[str, str]:
 
 def users(emulator: EmulatorAdmin) -> dict[str, dict[str, Any]]:
     return {u["user_id"]: u for u in emulator.state()["users"]}
+
+
+def answers(emulator: EmulatorAdmin, key: str) -> int:
+    """Status of an LLM call with ``key``, as an application would make it."""
+    response = httpx.post(
+        f"{emulator.url}/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": DEFAULT_MODELS[0], "messages": [{"role": "user", "content": "hi"}]},
+        timeout=10,
+    )
+    return response.status_code

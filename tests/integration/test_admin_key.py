@@ -12,14 +12,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
 
 from devtools.litellm_emulator.admin import EmulatorAdmin
-from devtools.litellm_emulator.core import DEFAULT_MODELS
 from devtools.realm import User
 from tests.fixtures.keycloak import KeycloakRealm, RealmFactory
-from tests.integration.harness import SERVICE_USER, Syncd, members, teams, users
+from tests.integration.harness import SERVICE_USER, Syncd, answers, members, teams, users
 
 GROUPS = {"/llm/research": {}, "/llm/platform": {}}
 PEOPLE = [
@@ -36,17 +34,6 @@ def realm(realm_factory: RealmFactory) -> KeycloakRealm:
 @pytest.fixture
 def syncd(realm: KeycloakRealm, emulator: EmulatorAdmin, tmp_path: Path) -> Syncd:
     return Syncd(realm, emulator, tmp_path, key="proxy_admin")
-
-
-def answers(emulator: EmulatorAdmin, key: str) -> int:
-    """Status of an LLM call with ``key``, as an application would make it."""
-    response = httpx.post(
-        f"{emulator.url}/chat/completions",
-        headers={"Authorization": f"Bearer {key}"},
-        json={"model": DEFAULT_MODELS[0], "messages": [{"role": "user", "content": "hi"}]},
-        timeout=10,
-    )
-    return response.status_code
 
 
 def syncd_writes(emulator: EmulatorAdmin) -> list[dict[str, object]]:

@@ -12,12 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from devtools.litellm_emulator.admin import EmulatorAdmin
-from devtools.litellm_emulator.core import DEFAULT_MODELS
 from tests.fixtures.keycloak import KeycloakRealm, RealmFactory
+from tests.integration.harness import answers
 from tests.service.conftest import DaemonFactory, SyncdProcess, run_once
 
 pytestmark = pytest.mark.integration
@@ -43,16 +42,6 @@ def realm(realm_factory: RealmFactory) -> KeycloakRealm:
                           service_account_roles=("view-users", "view-events"))
     realm.enable_admin_events()
     return realm
-
-
-def answers(emulator: EmulatorAdmin, key: str) -> int:
-    response = httpx.post(
-        f"{emulator.url}/chat/completions",
-        headers={"Authorization": f"Bearer {key}"},
-        json={"model": DEFAULT_MODELS[0], "messages": [{"role": "user", "content": "hi"}]},
-        timeout=10,
-    )
-    return response.status_code
 
 
 def refused_within(daemon: SyncdProcess, emulator: EmulatorAdmin, key: str) -> float:
@@ -197,4 +186,49 @@ def test_switching_events_off_is_a_gap_and_forces_a_full_reconcile(
     uid, gid = realm.user_ids(), realm.group_ids()
     key = emulator.generate_key(user_id=uid["alice"], team_id=gid["/llm/research"])["key"]
     realm.remove_user_from_group("alice", "/llm/research")
+    refused_within(daemon, emulator, key)
+
+
+def test_the_fast_path_meets_the_same_brake_as_a_full_reconcile(
+    realm_factory: RealmFactory, emulator: EmulatorAdmin, syncd_daemon: DaemonFactory
+) -> None:
+    people = [{"username": f"user{i:02}", "email": f"user{i:02}@example.com",
+               "groups": ["/llm/big"]} for i in range(30)]
+    realm = realm_factory(groups={"/llm/big": {}, "/llm/small": {}}, users=people,
+                          service_account_roles=("view-users", "view-events"))
+    realm.enable_admin_events()
+    daemon = syncd_daemon(realm, emulator, **FAST)
+    daemon.wait_runs(1)
+    uid = realm.user_ids()
+    keys = {u: emulator.generate_key(user_id=uid[u])["key"] for u in uid if u.startswith("user")}
+    # One admin call (one event) cuts 30 people off, more than safety.max_blocked
+    # (25) allows: deleting their only group.
+    realm.delete_group("/llm/big")
+    braked = daemon.wait_for(
+        "a braked fast-path run",
+        lambda: [r for r in daemon.named("fast_path_finished") if r["result"] == "braked"],
+        timeout=PROPAGATION_LIMIT,
+    )
+    assert braked[0]["held_back"] >= 30 and braked[0]["applied"] == 0
+    assert all(answers(emulator, key) == 200 for key in keys.values())  # nobody cut off
+    assert daemon.named("safety_brake_engaged")
+
+
+def test_a_failing_fast_path_leaves_the_work_to_a_full_reconcile(
+    realm: KeycloakRealm, emulator: EmulatorAdmin, syncd_daemon: DaemonFactory
+) -> None:
+    daemon = syncd_daemon(realm, emulator, **FAST)
+    daemon.wait_runs(1)
+    uid, gid = realm.user_ids(), realm.group_ids()
+    key = emulator.generate_key(user_id=uid["alice"], team_id=gid["/llm/research"])["key"]
+    # LiteLLM's user listing fails three times: three fast-path runs fail.
+    emulator.set_faults([{"path": "/user/list", "error_rate": 1, "error_status": 500,
+                          "max_faults": 3}])
+    realm.remove_user_from_group("alice", "/llm/research")
+    daemon.wait_for("three failed fast-path runs",
+                    lambda: daemon.metric("syncd_fast_path_runs_total", result="failure") >= 3,
+                    timeout=30)
+    # Then the batch is left to a full reconcile, asked for at once (not in an hour).
+    daemon.wait_runs(2, timeout=30)
+    assert daemon.named("full_reconcile_requested")
     refused_within(daemon, emulator, key)
