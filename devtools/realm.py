@@ -279,15 +279,20 @@ def demo_realm() -> dict[str, Any]:
         if i % 53 == 1:
             extra.append(finance)
         users.append(_demo_user(offset + i, [support, *extra]))
-    return build_realm(
+    realm = build_realm(
         DEMO_REALM,
         client_id=DEMO_CLIENT_ID,
         client_secret=DEMO_CLIENT_SECRET,
-        service_account_roles=("view-users",),
+        # view-events: the daemon part of the demo follows admin events.
+        service_account_roles=("view-users", "view-events"),
         groups=groups,
         users=users,
         display_name="ACME (syncd demo)",
     )
+    # Admin events recorded, and kept a day (README "Seconds, not minutes").
+    return {"realm": realm.pop("realm"), "enabled": realm.pop("enabled"),
+            "adminEventsEnabled": True, "attributes": {"adminEventsExpiration": "86400"},
+            **realm}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

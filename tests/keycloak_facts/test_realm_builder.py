@@ -59,7 +59,8 @@ def test_demo_realm_shape() -> None:
     users = {u["username"]: u for u in realm["users"]}
     sa = users.pop("service-account-syncd")
     assert sa["serviceAccountClientId"] == "syncd"
-    assert sa["clientRoles"] == {"realm-management": ["view-users"]}
+    assert sa["clientRoles"] == {"realm-management": ["view-users", "view-events"]}
+    assert realm["adminEventsEnabled"] is True  # the daemon part follows admin events
     assert len(users) == 170
     counts = Counter(g for u in users.values() for g in u.get("groups", []))
     assert counts["/llm/support"] == 160
