@@ -543,8 +543,9 @@ class Service:
         try:
             async with self.runs:
                 outcome = await run_sync(self.settings, mode="apply", metrics=self.metrics)
+                # Still under the lock: no fast run may start from the old snapshot.
+                self.follower.full_run_ended(outcome)
             result = outcome.result
-            self.follower.full_run_ended(outcome)
         except asyncio.CancelledError:
             # Only _shutdown cancels a run; run_sync has recorded and logged it already.
             log.warning("run_cancelled", reason="shutdown")
