@@ -75,6 +75,10 @@ class EventSource(Protocol):
         """The oldest admin event the realm still keeps, or None."""
         ...
 
+    async def read_newest_admin_event(self) -> dict[str, Any] | None:
+        """The newest admin event, or None."""
+        ...
+
 
 @dataclass(frozen=True)
 class AdminEvent:
@@ -262,7 +266,6 @@ class Tail:
         max_pages: int,
         max_failure_seconds: float,
         max_remembered: int = 100_000,
-        clock: Any = time.time,
         monotonic: Any = time.monotonic,
     ) -> None:
         self.source = source
@@ -271,7 +274,6 @@ class Tail:
         self.max_pages = max_pages
         self.max_failure_seconds = max_failure_seconds
         self.max_remembered = max_remembered
-        self._clock = clock
         self._monotonic = monotonic
         self.cursor: Cursor | None = None
         self._after_gap = False
@@ -279,8 +281,15 @@ class Tail:
         self.failing_since: float | None = None
 
     async def start(self) -> int:
-        """Seed the cursor at the newest event now in Keycloak; returns events read."""
-        cursor = Cursor(int(self._clock() * 1000), self.overlap_ms, self.max_remembered)
+        """Seed the cursor at the newest event now in Keycloak; returns events read.
+
+        The cursor is Keycloak's own time (the newest event's stamp), never this
+        machine's: with a clock behind Keycloak's by more than the overlap,
+        every later event would fall outside ``dateFrom`` and be missed.
+        """
+        newest = await self.source.read_newest_admin_event()
+        start_ms = parse_event(newest).time_ms if newest is not None else 0
+        cursor = Cursor(start_ms, self.overlap_ms, self.max_remembered)
         # Seeding may read the whole window, up to what may be remembered: a
         # poll's page limit here would turn a recent burst into gap after gap.
         limit = max(self.max_pages, self.max_remembered // self.page_size)

@@ -410,6 +410,11 @@ class KeycloakReader:
         page = await self._event_page({"direction": "asc", "first": 0, "max": 1})
         return page[0] if page else None
 
+    async def read_newest_admin_event(self) -> dict[str, Any] | None:
+        """The newest admin event (where the tail starts, in Keycloak's clock), or None."""
+        page = await self._event_page({"direction": "desc", "first": 0, "max": 1})
+        return page[0] if page else None
+
     async def _event_page(self, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         page = await self._get("/admin-events", params, role="view-events")
         if not isinstance(page, list) or not all(isinstance(i, dict) for i in page):

@@ -155,6 +155,9 @@ class Events:
     async def read_oldest_admin_event(self) -> dict[str, Any] | None:
         return min(self.events, key=lambda e: e["time"]) if self.events else None
 
+    async def read_newest_admin_event(self) -> dict[str, Any] | None:
+        return max(self.events, key=lambda e: e["time"]) if self.events else None
+
 
 class Clock:
     def __init__(self) -> None:
@@ -168,7 +171,7 @@ def tail(source: Events, clock: Clock, **kw: Any) -> Tail:
     options: dict[str, Any] = dict(overlap_seconds=1.0, page_size=10, max_pages=3,
                                    max_failure_seconds=30.0)
     options.update(kw)
-    return Tail(source, clock=clock, monotonic=clock, **options)
+    return Tail(source, monotonic=clock, **options)
 
 
 def test_the_tail_follows_new_events_once_each() -> None:
@@ -230,3 +233,16 @@ def test_a_malformed_event_from_the_server_is_a_gap() -> None:
     source.events = [{"time": 100_500, "resourceType": "USER"}]
     poll = asyncio.run(t.poll())
     assert poll.hints.full is not None
+
+
+def test_the_cursor_follows_keycloaks_clock_not_this_machines() -> None:
+    """Keycloak's clock an hour behind ours: its events are still followed,
+    because the cursor starts at the newest event's own stamp."""
+    source, clock = Events(), Clock()
+    hour_ago = int((clock.now - 3600) * 1000)
+    source.events = [raw(hour_ago, "USER", "users/old")]
+    t = tail(source, clock)
+    asyncio.run(t.start())
+    source.events.append(raw(hour_ago + 500, "GROUP_MEMBERSHIP", "users/u7/groups/g1"))
+    clock.now += 0.5
+    assert asyncio.run(t.poll()).hints.users == {"u7"}
