@@ -261,7 +261,7 @@ def test_cronjob_runs_once_forbids_overlap_and_pushes_metrics(helm: str, case: s
     assert isinstance(job["backoffLimit"], int) and job["backoffLimit"] >= 0
     assert job["activeDeadlineSeconds"] > 0
     fail_rule = next(r for r in job["podFailurePolicy"]["rules"] if r["action"] == "FailJob")
-    assert fail_rule["onExitCodes"]["values"] == [3, 7]
+    assert fail_rule["onExitCodes"]["values"] == [3, 7, 8, 9]
     pod = pod_spec(objects)
     assert pod["restartPolicy"] == "Never"
     (container,) = pod["containers"]
