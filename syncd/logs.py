@@ -42,7 +42,34 @@ def _mask_rendered(_: Any, __: str, line: Any) -> Any:
     return Secrets.mask(line) if isinstance(line, str) else line
 
 
+class _ToStructlog(logging.Handler):
+    """Libraries log through the stdlib; without this, their warnings would reach
+    stderr as plain text between the JSON lines (Python's last-resort handler),
+    past the mask."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            structlog.get_logger("syncd.library").log(
+                record.levelno,
+                "library_log",
+                source=record.name,
+                message=record.getMessage(),
+                **({"exc_info": record.exc_info} if record.exc_info else {}),
+            )
+        except Exception:  # logging must never take syncd down
+            self.handleError(record)
+
+
+def _route_library_logs() -> None:
+    root = logging.getLogger()
+    if not root.handlers:  # leave a logging set-up made elsewhere alone
+        root.addHandler(_ToStructlog(level=logging.WARNING))
+
+
 def configure(level: str = "info", fmt: str = "auto") -> None:
+    """structlog for syncd's own events, and the stdlib's (libraries') routed into
+    it, in the daemon and in ``--once`` alike, so both go through the mask."""
+    _route_library_logs()
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())

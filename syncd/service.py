@@ -371,28 +371,7 @@ def listen(host: str, port: int) -> socket.socket:
 # --------------------------------------------------------------------------- logging
 
 
-class _ToStructlog(logging.Handler):
-    """Libraries log through the stdlib; without this, their warnings would reach
-    stderr as plain text between the JSON lines (Python's last-resort handler)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            log.log(
-                record.levelno,
-                "library_log",
-                source=record.name,
-                message=record.getMessage(),
-                **({"exc_info": record.exc_info} if record.exc_info else {}),
-            )
-        except Exception:  # logging must never take the daemon down
-            self.handleError(record)
-
-
-def _route_library_logs() -> None:
-    root = logging.getLogger()
-    if not root.handlers:  # leave a logging set-up made elsewhere alone
-        handler = _ToStructlog(level=logging.WARNING)
-        root.addHandler(handler)
+def _quiet_scheduler() -> None:
     # Overruns are logged (and counted) by the service itself, as `run_overrun`.
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
 
@@ -485,7 +464,7 @@ class Service:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
 
-        _route_library_logs()
+        _quiet_scheduler()
         try:
             await self.follower.prepare()
         except EventsUnavailable as exc:

@@ -154,3 +154,24 @@ def test_tokens_are_renewed_ahead_of_expiry(lifetime: float, margin: float) -> N
     from syncd.keycloak import refresh_margin
 
     assert refresh_margin(lifetime) == margin
+
+
+def test_library_logs_go_through_the_mask_in_once_mode_too() -> None:
+    """A library logging a secret through the stdlib (as python-keycloak or httpx
+    may, with a server's answer) reaches stderr as a masked JSON line."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging\n"
+        "from syncd.logs import configure\n"
+        "from syncd.secrets import Secrets\n"
+        "Secrets.add('s3cr3t-client-secret-value')\n"
+        "configure('info', 'json')\n"
+        "logging.getLogger('keycloak').warning('token endpoint said s3cr3t-client-secret-value')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert "s3cr3t-client-secret-value" not in proc.stderr + proc.stdout
+    (line,) = [json.loads(x) for x in proc.stderr.splitlines() if x.strip()]
+    assert line["event"] == "library_log" and line["source"] == "keycloak"
