@@ -232,3 +232,20 @@ def test_a_failing_fast_path_leaves_the_work_to_a_full_reconcile(
     daemon.wait_runs(2, timeout=30)
     assert daemon.named("full_reconcile_requested")
     refused_within(daemon, emulator, key)
+
+
+def test_the_fast_path_finds_users_named_by_username_too(
+    realm: KeycloakRealm, emulator: EmulatorAdmin, syncd_daemon: DaemonFactory
+) -> None:
+    """With ``users.id_from: username`` the LiteLLM user is not the Keycloak id the
+    event names; the fast path still plans for the right person."""
+    daemon = syncd_daemon(realm, emulator, **FAST, users={"id_from": "username"})
+    daemon.wait_runs(1)
+    gid = realm.group_ids()
+    research = emulator.generate_key(user_id="alice", team_id=gid["/llm/research"])["key"]
+    laptop = emulator.generate_key(user_id="bob", key_alias="bob-laptop")["key"]
+    realm.remove_user_from_group("alice", "/llm/research")
+    refused_within(daemon, emulator, research)
+    realm.disable_user("bob")
+    refused_within(daemon, emulator, laptop)
+    assert len(daemon.finished_runs()) == 1
