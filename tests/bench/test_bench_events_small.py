@@ -1,0 +1,78 @@
+"""The event fast-path benchmark (bench/events.py) in small mode, so it keeps working.
+
+Runs ``bench.events.run_events_bench("small")`` with reduced counts: 3 changes
+of each kind, a 20 s idle window, a 50-change burst, against a real Keycloak
+(admin events enabled by the bench), the emulator in its own process and the
+real daemon. Asserts that it completes and that the figures are sane (every
+change seen, idle costs about one request per poll and no LiteLLM write, the
+burst converges with the writes a full reconcile makes, ``--check`` finds
+nothing), never how fast it was.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from bench.events import KINDS, run_events_bench, table
+from devtools.keycloak_local import KeycloakUnavailableError, ensure_distribution, find_java
+
+pytestmark = pytest.mark.integration
+
+
+def _keycloak_or_skip() -> None:
+    try:
+        find_java()
+        ensure_distribution()
+    except KeycloakUnavailableError as exc:
+        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+            pytest.fail(f"real Keycloak unavailable: {exc}", pytrace=False)
+        pytest.skip(f"real Keycloak unavailable: {exc}")
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, Any]:
+    _keycloak_or_skip()
+    doc = run_events_bench("small", per_kind=3, idle_seconds=20, burst=50)
+    print(table(doc))
+    return doc
+
+
+def test_completes_without_problems(results: dict[str, Any]) -> None:
+    assert results["problems"] == []
+    assert results["fast_path_active"] is True
+    assert "idle" in table(results)
+
+
+def test_every_change_is_seen_through_the_fast_path(results: dict[str, Any]) -> None:
+    prop = results["propagation"]
+    for kind in KINDS:
+        assert prop[kind]["n"] == 3 and prop[kind]["seen"] == 3, kind
+        assert prop[kind]["p50_s"] is not None and prop[kind]["p50_s"] >= 0
+    assert len(results["propagation_raw"]) == 15
+    assert results["final_check_exit_code"] == 0
+    assert results["final_verified_against_model"] is True
+    runs = results["daemon"]["fast_path_runs"]
+    assert runs["success"] >= 15 and runs["failure"] == 0
+    assert results["daemon"]["admin_events_applied"] >= 15
+
+
+def test_idle_costs_about_one_request_per_poll_and_no_write(results: dict[str, Any]) -> None:
+    idle = results["idle"]
+    assert idle["full_reconciles_in_window"] == 0
+    assert idle["litellm_writes"] == 0 and idle["litellm_requests_by_syncd"] == 0
+    # 20 s at one poll per 5 s: 4 polls, give or take one at each edge of the window
+    assert 3 <= idle["keycloak_requests"] <= 6, idle
+
+
+def test_burst_converges_with_the_writes_of_a_full_reconcile(results: dict[str, Any]) -> None:
+    burst = results["burst"]
+    assert burst["changes"] == 50
+    assert burst["converged"] and burst["converged_after_last_change_s"] is not None
+    assert burst["check_exit_code"] == 0
+    assert burst["verified_against_model"] is True
+    assert burst["writes_by_path"] == burst["writes_expected_full_reconcile"]
+    assert burst["writes_expected_full_reconcile"]["/team/member_delete"] == burst["removals"]
+    assert burst["fast_path_runs"] >= 1
