@@ -185,12 +185,20 @@ class EventFollower:
 
     async def run(self) -> None:
         """Poll until `stop` (a fast run in flight finishes first); nothing else
-        may end the loop."""
+        may end the loop.
+
+        Polls keep a fixed cadence, every `poll_seconds` from the previous
+        poll's start, not from the end of the run it led to: a change made
+        during a run waits for the next tick, not for a run plus a full interval.
+        """
+        due = time.monotonic() + self.poll_seconds
         while not self.stopping.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), self.poll_seconds)
+                await asyncio.wait_for(self.stopping.wait(), max(0.0, due - time.monotonic()))
             if self.stopping.is_set():
                 return
+            # A run longer than the interval: poll at once, then back on cadence.
+            due = max(due + self.poll_seconds, time.monotonic())
             try:
                 await self.step()
             except asyncio.CancelledError:
