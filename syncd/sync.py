@@ -9,9 +9,10 @@ recorded in the metrics. The daemon and ``--once`` share this one function.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Coroutine
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
@@ -360,12 +361,8 @@ async def _reconcile(
 ) -> None:
     """Read, plan, write; record each fact on `outcome` as soon as it is known, and
     raise for anything that ends the run early."""
-    keycloak_api, litellm_api = _clients(settings, metrics, outcome.requests)
-    tokens = TokenProvider(settings.keycloak)
-    try:
-        rules = rules_from(settings)
-        reader = _reader(settings, keycloak_api, tokens)
-        target = _target(settings, litellm_api)
+    rules = rules_from(settings)
+    async with _connections(settings, metrics, outcome) as (reader, target):
         snapshot, built, actual = await _unless_stopped(
             _read_both(_read_source(reader, rules), target), stop
         )
@@ -374,6 +371,18 @@ async def _reconcile(
             settings, outcome, metrics, reader, target, rules, built, actual,
             policy_from(settings, now, force=force), stop,
         )
+
+
+@contextlib.asynccontextmanager
+async def _connections(
+    settings: Settings, metrics: Metrics, outcome: RunOutcome
+) -> AsyncIterator[tuple[KeycloakReader, LiteLLMClient]]:
+    """One run's clients of both sides (requests counted on `outcome`), closed
+    however the run ends."""
+    keycloak_api, litellm_api = _clients(settings, metrics, outcome.requests)
+    tokens = TokenProvider(settings.keycloak)
+    try:
+        yield _reader(settings, keycloak_api, tokens), _target(settings, litellm_api)
     finally:
         await asyncio.gather(keycloak_api.aclose(), litellm_api.aclose(), tokens.aclose())
 
@@ -494,12 +503,8 @@ async def _fast_reconcile(
     hints: Hints,
     now: datetime,
 ) -> None:
-    keycloak_api, litellm_api = _clients(settings, metrics, outcome.requests)
-    tokens = TokenProvider(settings.keycloak)
-    try:
-        rules = rules_from(settings)
-        reader = _reader(settings, keycloak_api, tokens)
-        target = _target(settings, litellm_api)
+    rules = rules_from(settings)
+    async with _connections(settings, metrics, outcome) as (reader, target):
         source = _fast_source(reader, rules, base, hints, outcome)
         snapshot, built, actual = await _read_both(source, target)
         outcome.snapshot = snapshot
@@ -507,8 +512,6 @@ async def _fast_reconcile(
             settings, outcome, metrics, reader, target, rules, built, actual,
             policy_from(settings, now), None,
         )
-    finally:
-        await asyncio.gather(keycloak_api.aclose(), litellm_api.aclose(), tokens.aclose())
 
 
 async def _fast_source(

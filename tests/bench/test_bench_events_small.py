@@ -11,30 +11,19 @@ nothing), never how fast it was.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pytest
 
 from bench.events import KINDS, run_events_bench, table
-from devtools.keycloak_local import KeycloakUnavailableError, ensure_distribution, find_java
+from tests.bench import keycloak_or_skip
 
 pytestmark = pytest.mark.integration
 
 
-def _keycloak_or_skip() -> None:
-    try:
-        find_java()
-        ensure_distribution()
-    except KeycloakUnavailableError as exc:
-        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-            pytest.fail(f"real Keycloak unavailable: {exc}", pytrace=False)
-        pytest.skip(f"real Keycloak unavailable: {exc}")
-
-
 @pytest.fixture(scope="module")
 def results() -> dict[str, Any]:
-    _keycloak_or_skip()
+    keycloak_or_skip()
     doc = run_events_bench("small", per_kind=3, idle_seconds=20, burst=50)
     print(table(doc))
     return doc
