@@ -131,6 +131,24 @@ def _read_secret(inline: SecretStr | None, path: Path | None, key: str) -> Secre
     return inline
 
 
+def _with_secret(data: Any, key: str) -> Any:
+    """The section's raw data with `key` resolved (inline, or read from
+    ``<key>_file``) before the frozen model is built, so the model never has to
+    be changed after construction. Values of the wrong type are left for the
+    field validation to name."""
+    if not isinstance(data, Mapping):
+        return data
+    inline, path = data.get(key), data.get(f"{key}_file")
+    if not isinstance(inline, str | SecretStr | None) or not isinstance(path, str | Path | None):
+        return data
+    secret = _read_secret(
+        SecretStr(inline) if isinstance(inline, str) else inline,
+        Path(path) if path is not None else None,
+        key,
+    )
+    return {**data, key: secret, f"{key}_file": None}
+
+
 class KeycloakSettings(TLS):
     url: HttpUrlStr
     realm: str = Field(min_length=1)
@@ -141,12 +159,10 @@ class KeycloakSettings(TLS):
     page_size: int = Field(default=100, ge=1, le=1000)
     concurrency: int = Field(default=8, ge=1, le=64)
 
-    @model_validator(mode="after")
-    def _resolve_secret(self) -> KeycloakSettings:
-        secret = _read_secret(self.client_secret, self.client_secret_file, "client_secret")
-        object.__setattr__(self, "client_secret", secret)
-        object.__setattr__(self, "client_secret_file", None)
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_secret(cls, data: Any) -> Any:
+        return _with_secret(data, "client_secret")
 
     def secret(self) -> str:
         assert self.client_secret is not None  # resolved by the validator
@@ -163,12 +179,10 @@ class LiteLLMSettings(TLS):
     changed_by: str = Field(default="syncd", min_length=1, max_length=200)
     enterprise_license: bool = False
 
-    @model_validator(mode="after")
-    def _resolve_secret(self) -> LiteLLMSettings:
-        secret = _read_secret(self.api_key, self.api_key_file, "api_key")
-        object.__setattr__(self, "api_key", secret)
-        object.__setattr__(self, "api_key_file", None)
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_secret(cls, data: Any) -> Any:
+        return _with_secret(data, "api_key")
 
     def key(self) -> str:
         assert self.api_key is not None
