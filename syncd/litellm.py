@@ -262,6 +262,32 @@ class LiteLLMClient:
             f"{path}: HTTP {response.status_code}: {text}", status=response.status_code, kind=kind
         )
 
+    async def _create(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        info_path: str,
+        params: Mapping[str, Any],
+        row_key: str,
+        *,
+        ours: Callable[[dict[str, Any]], bool],
+        refusal: Callable[[TargetWriteError], str],
+    ) -> bool:
+        """A create that is safe to retry or to race: True when it created, False
+        when the object already exists and `ours` recognises it (a lost answer, or
+        another run); an existing object that is not syncd's is a conflict."""
+        try:
+            await self._post(path, body)
+        except TargetWriteError as exc:
+            if not _already_exists(exc):
+                raise
+            found = await self._lookup(info_path, params)
+            row = found.get(row_key) if found else None
+            if isinstance(row, dict) and ours(row):
+                return False
+            raise TargetWriteError(refusal(exc), status=exc.status, kind="conflict") from None
+        return True
+
     async def _lookup(self, path: str, params: Mapping[str, Any]) -> dict[str, Any] | None:
         """A read in the middle of a write (checking what a create ran into): the body,
         None for 404; any other failure is that write's failure, not a read error."""
@@ -304,21 +330,14 @@ class LiteLLMClient:
         }
         if email:
             body["user_email"] = email
-        try:
-            await self._post("/user/new", body)
-        except TargetWriteError as exc:
-            if not _already_exists(exc):
-                raise
-            found = await self._lookup("/user/info", {"user_id": user_id})
-            info = found.get("user_info") if found else None
-            if isinstance(info, dict) and info.get("user_id") == user_id:
-                return False
-            raise TargetWriteError(
+        return await self._create(
+            "/user/new", body, "/user/info", {"user_id": user_id}, "user_info",
+            ours=lambda row: row.get("user_id") == user_id,
+            refusal=lambda exc: (
                 f"{exc} (and no LiteLLM user has id {user_id}: another user holds this "
-                "email; resolve the duplicate in LiteLLM)",
-                status=exc.status, kind="conflict",
-            ) from None
-        return True
+                "email; resolve the duplicate in LiteLLM)"
+            ),
+        )
 
     async def update_user_metadata(self, user_id: str, metadata: Mapping[str, Any]) -> None:
         await self._post("/user/update", {"user_id": user_id, "metadata": dict(metadata)})
@@ -342,24 +361,17 @@ class LiteLLMClient:
         """
         body = {"team_id": team_id, "team_alias": alias, "metadata": dict(metadata)}
         body.update(settings.managed_items())
-        try:
-            await self._post("/team/new", body)
-        except TargetWriteError as exc:
-            if not _already_exists(exc):
-                raise
-            found = await self._lookup("/team/info", {"team_id": team_id})
-            info = found.get("team_info") if found else None
-            meta = info.get("metadata") if isinstance(info, dict) else None
-            if isinstance(meta, dict) and meta.get(MANAGED) is True:
-                return False
-            raise TargetWriteError(
+        return await self._create(
+            "/team/new", body, "/team/info", {"team_id": team_id}, "team_info",
+            ours=lambda row: isinstance(meta := row.get("metadata"), dict)
+            and meta.get(MANAGED) is True,
+            refusal=lambda _: (
                 f"team {team_id} already exists in LiteLLM without syncd's marker "
                 f"(metadata {MANAGED}): someone created it after this run read LiteLLM. "
                 "Not taken over; its members wait. The next run skips it, or adopts it "
-                "with teams.adopt_existing: true",
-                status=exc.status, kind="conflict",
-            ) from None
-        return True
+                "with teams.adopt_existing: true"
+            ),
+        )
 
     async def update_team(
         self, team_id: str, fields: Mapping[str, Any], metadata: Mapping[str, Any]
