@@ -15,10 +15,10 @@ Pieces:
   * `AlertRecorder` — polls ``/api/v1/alerts`` in a thread and records every
     state change (pending, firing, resolved) with timestamps; printed (``-s``)
     and written to ``alert-sequence.txt`` in the test's tmp dir.
-  * `SwitchableProxy` — a loopback TCP proxy in front of the session's
-    Keycloak that can be shut (connection refused, open connections cut) and
-    reopened on the same port: "Keycloak stopped" without restarting the
-    session's Keycloak for every other test.
+  * ``keycloak_proxy`` — the session's Keycloak behind the loopback proxy of
+    tests/fixtures/latency_proxy.py, shut (connection refused, open connections
+    cut) and reopened on the same port: "Keycloak stopped" without restarting
+    the session's Keycloak for every other test.
   * `JobStatusExporter` — serves the four ``kube_job_status_*`` series
     kube-state-metrics would publish for the CronJob's Jobs, built from the
     real exit codes of the real ``syncd --once`` runs (there is no Kubernetes
@@ -30,7 +30,6 @@ skips elsewhere (tests/deploy/conftest.py's convention).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import http.server
@@ -47,13 +46,13 @@ import pytest
 import yaml
 
 from tests.deploy.conftest import find_tool, one, render
+from tests.fixtures.latency_proxy import LatencyProxy
 from tests.service.conftest import free_port
 
 __all__ = [
     "AlertRecorder",
     "JobStatusExporter",
     "PrometheusServer",
-    "SwitchableProxy",
     "render_rules",
 ]
 
@@ -290,73 +289,6 @@ class AlertRecorder:
         print(f"\n{text}(written to {path})")
 
 
-class SwitchableProxy:
-    """A loopback TCP proxy that can be shut and reopened on the same port."""
-
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        self.open()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
-
-    async def _start(self) -> int:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port,
-                                                  reuse_address=True)
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def _stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for writer in list(self._writers):  # keep-alive connections too
-                writer.close()
-            await self._server.wait_closed()
-            self._server = None
-
-    def open(self) -> None:
-        self.port = self._call(self._start())
-
-    def shut(self) -> None:
-        """From now on: connection refused, and open connections are cut."""
-        self._call(self._stop())
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.close()
-            return
-        self._writers.update((writer, up_writer))
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            while chunk := await src.read(65536):
-                dst.write(chunk)
-                await dst.drain()
-            dst.close()
-
-        with contextlib.suppress(OSError, asyncio.CancelledError):
-            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        for w in (writer, up_writer):
-            w.close()
-            self._writers.discard(w)
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._call(self._stop())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-
 class JobStatusExporter:
     """The ``kube_job_status_*`` series kube-state-metrics publishes for Jobs.
 
@@ -410,10 +342,10 @@ class JobStatusExporter:
 
 
 @pytest.fixture
-def keycloak_proxy(keycloak_server: Any) -> Iterator[SwitchableProxy]:
+def keycloak_proxy(keycloak_server: Any) -> Iterator[LatencyProxy]:
     """The session's Keycloak behind a proxy the test can shut."""
     url = httpx.URL(keycloak_server.url)
-    proxy = SwitchableProxy(url.host, url.port or 80)
+    proxy = LatencyProxy(url.host, url.port or 80)
     try:
         yield proxy
     finally:

@@ -31,11 +31,11 @@ from tests.alerts.conftest import (
     AlertRecorder,
     JobStatusExporter,
     PrometheusServer,
-    SwitchableProxy,
     render_rules,
 )
 from tests.deploy.conftest import CRONJOB, DASHBOARD_FILE, DEPLOYMENT, REPO, RUNBOOK
 from tests.fixtures.keycloak import KeycloakRealm, RealmFactory
+from tests.fixtures.latency_proxy import LatencyProxy
 from tests.service.conftest import SyncdProcess, run_once, syncd_config, syncd_env
 
 pytestmark = pytest.mark.integration
@@ -122,7 +122,7 @@ def daemon_config(realm: KeycloakRealm, emulator: EmulatorAdmin) -> dict[str, An
 
 def test_daemon_alerts_fire_and_clear(
     helm: str, prometheus_bin: str, realm_factory: RealmFactory, emulator: EmulatorAdmin,
-    keycloak_proxy: SwitchableProxy, tmp_path: Path,
+    keycloak_proxy: LatencyProxy, tmp_path: Path,
 ) -> None:
     groups = render_rules(helm, DEPLOYMENT, DEPLOYMENT_SETS)
     assert {g["name"] for g in groups} == {"syncd", "syncd-deployment"}
@@ -262,7 +262,7 @@ def check_dashboard(prometheus: PrometheusServer, start: float, end: float) -> N
 
 def test_cronjob_alerts_fire_and_clear(
     helm: str, prometheus_bin: str, pushgateway: str, realm_factory: RealmFactory,
-    emulator: EmulatorAdmin, keycloak_proxy: SwitchableProxy, tmp_path: Path,
+    emulator: EmulatorAdmin, keycloak_proxy: LatencyProxy, tmp_path: Path,
 ) -> None:
     groups = render_rules(helm, CRONJOB, CRON_SETS)
     assert {g["name"] for g in groups} == {"syncd", "syncd-cronjob"}
