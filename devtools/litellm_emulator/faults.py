@@ -406,20 +406,7 @@ async def _send_json(
 ) -> None:
     import json
 
-    payload = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                (b"x-litellm-emulator-fault", b"1"),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
+    await _send_fault(send, status, json.dumps(body).encode(), b"application/json", headers)
 
 
 async def _send_html_echo(send: Send, status: int, scope: Scope) -> None:
@@ -433,14 +420,23 @@ async def _send_html_echo(send: Send, status: int, scope: Scope) -> None:
         f"<html><body><h1>{status} Internal Server Error</h1><pre>"
         f"{escape(chr(10).join(lines))}</pre></body></html>"
     ).encode()
+    await _send_fault(send, status, payload, b"text/html; charset=utf-8")
+
+
+async def _send_fault(
+    send: Send, status: int, payload: bytes, content_type: bytes,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """One faulted answer, marked as such for tests that tell it from a real one."""
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [
-                (b"content-type", b"text/html; charset=utf-8"),
+                (b"content-type", content_type),
                 (b"content-length", str(len(payload)).encode()),
                 (b"x-litellm-emulator-fault", b"1"),
+                *(headers or []),
             ],
         }
     )
