@@ -22,9 +22,10 @@ from syncd.config import Settings, load_settings
 from syncd.errors import ConfigError, ExitCode
 from syncd.logs import configure
 from syncd.metrics import Metrics, push_metrics
+from syncd.reconciler import Clients, Mode, Reconciler, RunReport
 from syncd.report import plan_json, render_plan
+from syncd.requests import Full
 from syncd.secrets import Secrets, mask
-from syncd.sync import Mode, RunOutcome, run_sync
 
 log = structlog.get_logger("syncd.cli")
 
@@ -91,7 +92,7 @@ def run_once(settings: Settings, mode: Mode, *, force: bool, as_json: bool, push
 
 async def _once_until_signalled(
     settings: Settings, mode: Mode, force: bool, metrics: Metrics
-) -> RunOutcome:
+) -> RunReport:
     """One run that a SIGTERM/SIGINT ends honestly instead of killing mid-write.
 
     First signal: reads are abandoned, no new write starts, writes in flight
@@ -117,11 +118,14 @@ async def _once_until_signalled(
     signals = (signal.SIGTERM, signal.SIGINT)
     for sig in signals:
         loop.add_signal_handler(sig, on_signal, sig)
+    clients = Clients(settings, metrics)
+    reconciler = Reconciler(settings, clients, metrics, keep_view=False)
     try:
-        return await run_sync(settings, mode=mode, force=force, metrics=metrics, stop=stop)
+        return await reconciler.run(Full("--once"), mode=mode, force=force, stop=stop)
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
+        await clients.aclose()
 
 
 def _print(*parts: object, file: TextIO | None = None) -> None:
@@ -130,7 +134,7 @@ def _print(*parts: object, file: TextIO | None = None) -> None:
     print(mask(" ".join(str(p) for p in parts)), file=file or sys.stdout)
 
 
-def print_outcome(outcome: RunOutcome, *, as_json: bool) -> None:
+def print_outcome(outcome: RunReport, *, as_json: bool) -> None:
     names, stats = outcome.names, outcome.stats
     if as_json:
         doc = {
@@ -139,7 +143,7 @@ def print_outcome(outcome: RunOutcome, *, as_json: bool) -> None:
             "exit_code": int(outcome.exit_code),
             "error": outcome.error,
             "summary": stats.as_dict(),
-            "plan": plan_json(outcome.plan, names) if outcome.plan else None,
+            "plan": plan_json(outcome.plan, names) if outcome.plan is not None else None,
             "failed": [
                 {"op": op.KIND, "error": err} for op, err in
                 (outcome.applied.failed if outcome.applied else [])

@@ -304,6 +304,10 @@ class ScheduleSettings(Section):
     cron: Annotated[str | None, AfterValidator(_check_cron)] = None
     jitter_seconds: float = Field(default=30.0, ge=0, le=MAX_WAIT)
     shutdown_timeout_seconds: float = Field(default=60.0, gt=0, le=MAX_WAIT)
+    # While the admin-event tail is healthy it carries every change it can see
+    # within seconds; the full reconcile is then the hourly safety net for what
+    # produces no admin event (federation imports, hand edits in LiteLLM).
+    interval_with_events_seconds: float = Field(default=3600.0, gt=0, le=MAX_INTERVAL)
 
 
 class EventsSettings(Section):
@@ -316,7 +320,7 @@ class EventsSettings(Section):
     """
 
     enabled: Literal["auto", "true", "false"] = "auto"
-    poll_seconds: float = Field(default=5.0, ge=0.2, le=MAX_WAIT)
+    poll_seconds: float = Field(default=1.0, ge=0.2, le=MAX_WAIT)
     # How far back each poll looks past the newest event seen: Keycloak stamps
     # an event before its transaction commits, so one may appear late.
     overlap_seconds: float = Field(default=60.0, ge=0, le=MAX_WAIT)

@@ -1,7 +1,7 @@
 """One exception hierarchy, each class carrying its process exit code, and how a
 run ends (`RunResult`).
 
-A run's exit code is decided in one function, `syncd.sync.RunOutcome.exit_code`:
+A run's exit code is decided in one function, `syncd.reconciler.RunReport.exit_code`:
 the `exit_code` of the error that ended the run when there is one, otherwise
 what the plan and the writes say (drift, brake, partial, warnings). `cli.py`
 returns that code as it is, and maps only the errors raised before a run starts
@@ -62,10 +62,25 @@ class ConfigError(SyncdError):
 
 
 class SourceReadError(SyncdError):
-    """Keycloak could not be read completely; the run must not write anything."""
+    """Keycloak could not be read completely; the run must not write anything.
+
+    `status` is Keycloak's HTTP status when it answered (None for a transport
+    failure), so callers decide on it rather than on the message."""
 
     exit_code = ExitCode.SOURCE
     stage = "keycloak"
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class EventsUnavailable(SourceReadError):
+    """``events.enabled: true`` but the fast path's prerequisites are missing."""
+
+
+class EventFormatError(SourceReadError):
+    """An admin event the tail cannot read: only a full reconcile is safe."""
 
 
 class TargetReadError(SyncdError):

@@ -2,7 +2,7 @@
 
 An admin event says that someone changed a user, a group or a membership. It
 is a hint, never the truth: the fast path re-reads exactly the users and
-groups the hints name (`syncd.sync.run_fast`) and plans only for them, with
+groups the hints name (a scoped request, `syncd.reconciler`) and plans only for them, with
 the same fresh confirmation before anything destructive as a full reconcile.
 
 Tailing is the delicate part, and all of it is here:
@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from syncd.errors import SourceReadError
+from syncd.errors import EventFormatError, SourceReadError
 
 # Resource paths of the events that change who is in which team.
 _MEMBERSHIP = re.compile(r"^users/([^/]+)/groups/([^/]+)$")
@@ -87,10 +87,6 @@ class AdminEvent:
     operation: str
     resource_type: str
     path: str
-
-
-class EventFormatError(SourceReadError):
-    """An admin event the tail cannot read: only a full reconcile is safe."""
 
 
 def parse_event(raw: Any) -> AdminEvent:

@@ -1,18 +1,19 @@
-"""The daemon's fast path: follow Keycloak's admin events between full reconciles.
+"""The daemon's admin-event tail: it turns Keycloak's admin events into requests.
 
 `EventFollower` polls the tail (`syncd.events.Tail`) every
-``events.poll_seconds``, and runs `syncd.sync.run_fast` on the users and
-groups the new events name, on top of the snapshot of the last full
-reconcile. Full and fast runs share one lock, so they never overlap. A gap in
-the tail asks the service for a full reconcile at once; a fast run that fails
-is retried with the next batch, and after a few failures in a row the batch is
-left to a full reconcile instead: a failing fast path never blocks one.
+``events.poll_seconds`` and puts what the new events name into the request
+queue (`syncd.requests`) as a scoped request; a gap in the tail puts a full
+request. It runs nothing itself: the one worker (`syncd.service`) does.
 
 Whether the fast path is used (``events.enabled``) is decided here: ``auto``
 uses it when the service account can read the realm's event settings and
 admin events are switched on, and otherwise says once why not; ``true`` makes
 either missing a start-up error. The settings are checked again after every
 full reconcile, so switching events on (or off) in Keycloak is noticed.
+
+The tail has its own small HTTP client (one request at a time, its own
+retry budget per poll) next to the worker's, sharing the process's one
+Keycloak token provider: a poll never waits for a run's reads.
 """
 
 from __future__ import annotations
@@ -25,24 +26,19 @@ from collections.abc import Callable
 import structlog
 
 from syncd.config import Settings
-from syncd.desired import SourceSnapshot
-from syncd.errors import RunResult, SourceReadError
+from syncd.errors import EventsUnavailable, SourceReadError
 from syncd.events import Hints, Tail
 from syncd.http import ApiClient, RequestCounter, RetryBudget
 from syncd.keycloak import KeycloakReader, TokenProvider
 from syncd.metrics import Metrics
-from syncd.sync import RunOutcome, run_fast
+from syncd.requests import RequestQueue
 
 log = structlog.get_logger("syncd.events")
 
 FAILED_RUNS_BEFORE_FULL = 3
-"""Fast runs failing in a row before their batch is left to a full reconcile."""
-MAX_PENDING_USERS = 5_000
-"""Hinted users waiting for a snapshot beyond which a full reconcile is cheaper."""
+"""Scoped runs failing in a row before their events are left to a full reconcile."""
 
-
-class EventsUnavailable(SourceReadError):
-    """``events.enabled: true`` but the fast path's prerequisites are missing."""
+__all__ = ["FAILED_RUNS_BEFORE_FULL", "EventFollower", "EventsUnavailable"]
 
 
 class EventFollower:
@@ -50,13 +46,12 @@ class EventFollower:
         self,
         settings: Settings,
         metrics: Metrics,
-        runs: asyncio.Lock,
-        request_full: Callable[[str], None],
+        queue: RequestQueue,
+        tokens: TokenProvider,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.runs = runs  # held by every run, full or fast
-        self.request_full = request_full
+        self.queue = queue
         events = settings.events
         self.poll_seconds = events.poll_seconds
         self.max_failure_seconds = events.max_failure_seconds
@@ -66,9 +61,8 @@ class EventFollower:
             retries=settings.retries, budget=RetryBudget(0), metrics=metrics,
             counter=RequestCounter(),
         )
-        self.tokens = TokenProvider(settings.keycloak)
         self.reader = KeycloakReader(
-            self.api, self.tokens, realm=settings.keycloak.realm,
+            self.api, tokens, realm=settings.keycloak.realm,
             page_size=settings.keycloak.page_size, client_id=settings.keycloak.client_id,
         )
         self.tail = Tail(
@@ -78,14 +72,18 @@ class EventFollower:
         self.active = False
         self.unavailable_said = False
         self.recheck = False
-        self.snapshot: SourceSnapshot | None = None
-        self.pending = Hints()
-        self.failed_runs = 0
         self.last_poll_ok: float | None = None  # monotonic
         self.stopping = asyncio.Event()
+        # Called after a poll that found nothing new (the service keeps its
+        # last success current then).
+        self.idle: Callable[[], None] = lambda: None
 
     async def aclose(self) -> None:
-        await asyncio.gather(self.api.aclose(), self.tokens.aclose())
+        await self.api.aclose()
+
+    def _new_poll(self) -> None:
+        """Each poll (or settings check) has its own small retry budget."""
+        self.api.start_run(RetryBudget(self.settings.retries.max_attempts), RequestCounter())
 
     # -- whether to follow at all
 
@@ -109,11 +107,11 @@ class EventFollower:
     async def _why_not(self) -> str | None:
         """Why the fast path cannot be used now, or None when it can."""
         realm = self.settings.keycloak.realm
-        self.api.budget = RetryBudget(self.settings.retries.max_attempts)
+        self._new_poll()
         try:
             config = await self.reader.read_events_config()
         except SourceReadError as exc:
-            if "HTTP 403" in str(exc):
+            if exc.status == 403:
                 return (
                     f"the service account of client '{self.settings.keycloak.client_id}' "
                     "lacks the realm-management role 'view-events'"
@@ -166,12 +164,8 @@ class EventFollower:
             self._unavailable(why)
             self._gap("disabled", why)
 
-    # -- what full reconciles tell it
-
-    def full_run_ended(self, outcome: RunOutcome) -> None:
-        """A full reconcile's read is the new base for the fast path."""
-        if outcome.snapshot is not None:
-            self.snapshot = outcome.snapshot
+    def full_run_ended(self) -> None:
+        """A full reconcile ended: look at the realm's event settings again."""
         self.recheck = True
 
     @property
@@ -184,12 +178,10 @@ class EventFollower:
     # -- the loop
 
     async def run(self) -> None:
-        """Poll until `stop` (a fast run in flight finishes first); nothing else
-        may end the loop.
+        """Poll until `stopping`; nothing else may end the loop.
 
         Polls keep a fixed cadence, every `poll_seconds` from the previous
-        poll's start, not from the end of the run it led to: a change made
-        during a run waits for the next tick, not for a run plus a full interval.
+        poll's start: a poll is one small request and never waits for a run.
         """
         due = time.monotonic() + self.poll_seconds
         while not self.stopping.is_set():
@@ -197,7 +189,6 @@ class EventFollower:
                 await asyncio.wait_for(self.stopping.wait(), max(0.0, due - time.monotonic()))
             if self.stopping.is_set():
                 return
-            # A run longer than the interval: poll at once, then back on cadence.
             due = max(due + self.poll_seconds, time.monotonic())
             try:
                 await self.step()
@@ -211,7 +202,7 @@ class EventFollower:
             await self._check_again()
         if not self.active:
             return
-        self.api.budget = RetryBudget(self.settings.retries.max_attempts)
+        self._new_poll()
         try:
             poll = await self.tail.poll()
         except SourceReadError as exc:
@@ -222,51 +213,29 @@ class EventFollower:
         hints = poll.hints
         self.metrics.events_seen.inc(hints.events)
         if hints.full is not None:
-            self._gap(hints.gap or "unreadable", hints.full)
+            self._gap(hints.gap or "unreadable", hints.full, hints)
             return
         if hints.check_config:
             await self._check_again()
             if not self.active:
                 return
-        self.pending.merge(hints)
-        if not (self.pending.users or self.pending.groups):
-            return
-        if self.snapshot is None:  # the first full reconcile has not read Keycloak yet
-            if len(self.pending.users) > MAX_PENDING_USERS:
-                self._gap("burst", f"{len(self.pending.users)} users changed before a full read")
-            return
-        await self._run_pending()
+        if hints.users or hints.groups:
+            self.queue.put_scoped(hints)
+        elif not hints.events:
+            self.idle()
 
-    async def _run_pending(self) -> None:
-        batch, self.pending = self.pending, Hints()
-        assert self.snapshot is not None
-        async with self.runs:
-            outcome = await run_fast(self.settings, self.snapshot, batch, metrics=self.metrics)
-        if outcome.failure is None and outcome.snapshot is not None:
-            self.snapshot = outcome.snapshot
-        if outcome.result in (RunResult.SUCCESS, RunResult.BRAKED):
-            # Braked: its safe part is done; the rest waits for a person, as
-            # in a full reconcile (which will meet the same brake).
-            self.failed_runs = 0
-            self._applied(batch)
-            return
-        self.failed_runs += 1
-        if self.failed_runs >= FAILED_RUNS_BEFORE_FULL:
-            self.failed_runs = 0
-            self.request_full(f"{FAILED_RUNS_BEFORE_FULL} fast-path runs failed in a row")
-        else:
-            self.pending.merge(batch)
-
-    def _applied(self, batch: Hints) -> None:
-        now = time.time()
-        self.metrics.events_applied.inc(batch.events)
-        for stamp in batch.stamps:
-            self.metrics.event_propagation.observe(max(0.0, now - stamp / 1000))
-        if batch.newest_ms is not None:
-            self.metrics.event_lag.set(max(0.0, now - batch.newest_ms / 1000))
-
-    def _gap(self, reason: str, detail: str) -> None:
+    def _gap(self, reason: str, detail: str, hints: Hints | None = None) -> None:
         self.metrics.event_gaps.labels(reason=reason).inc()
         log.warning("event_gap", reason=reason, detail=detail, action="full reconcile now")
-        self.pending = Hints()
-        self.request_full(detail)
+        if self.queue.put_full(detail, hints):
+            log.info("full_reconcile_requested", reason=detail)
+
+
+def applied(metrics: Metrics, hints: Hints) -> None:
+    """The events behind `hints` reached LiteLLM: their propagation metrics."""
+    now = time.time()
+    metrics.events_applied.inc(hints.events)
+    for stamp in hints.stamps:
+        metrics.event_propagation.observe(max(0.0, now - stamp / 1000))
+    if hints.newest_ms is not None:
+        metrics.event_lag.set(max(0.0, now - hints.newest_ms / 1000))

@@ -115,6 +115,12 @@ class ApiClient:
     async def aclose(self) -> None:
         await self.client.aclose()
 
+    def start_run(self, budget: RetryBudget, counter: RequestCounter) -> None:
+        """A new run on this long-lived client: its retry budget and its request
+        count start here; connections and tokens carry over."""
+        self.budget = budget
+        self.counter = counter
+
     async def __aenter__(self) -> ApiClient:
         return self
 

@@ -247,7 +247,9 @@ class KeycloakReader:
         if response.status_code == 404 and missing_ok:
             return None
         if response.status_code != 200:
-            raise SourceReadError(f"{what} failed: {self._explain(response, role)}")
+            raise SourceReadError(
+                f"{what} failed: {self._explain(response, role)}", status=response.status_code
+            )
         try:
             return response.json()
         except ValueError:

@@ -10,7 +10,7 @@ merge (callers always send the whole dict). Every write carries
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
@@ -29,11 +29,13 @@ from syncd.model import (
     User,
 )
 from syncd.secrets import cut
+from syncd.view import Rows
 
 T = TypeVar("T")
 PREMIUM_HINT = "premium"  # LiteLLM: "Assigning team admins is a premium feature"
 EXISTS_HINT = "already exists"  # /team/new 400 and /user/new 409 for an id in use
 KEY_GONE = ("key not found",)  # /key/update, /key/block: 404 E3 "Key not found."
+UI_SESSION_TEAM = "litellm-dashboard"  # 1.110.2 constants.UI_SESSION_TOKEN_TEAM_ID
 
 
 def _already_exists(exc: TargetWriteError) -> bool:
@@ -228,6 +230,76 @@ class LiteLLMClient:
         users = {u.user_id: u for u in user_rows}
         keys = {k.token: k for k in key_rows}
         return Actual(teams=teams, users=users, keys=keys)
+
+    async def _info(self, path: str, params: Mapping[str, Any]) -> dict[str, Any] | None:
+        """One object's ``/…/info`` body; None when LiteLLM says it does not exist (404)."""
+        what = f"LiteLLM GET {path}"
+        try:
+            response = await self.api.request("GET", path, params=params)
+        except httpx.TransportError as exc:
+            raise TargetReadError(f"{what} failed: {describe_transport_error(exc)}") from None
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise TargetReadError(
+                f"{what} failed: HTTP {response.status_code}: {error_text(response)}"
+            )
+        body = _json(response, path)
+        if not isinstance(body, dict):
+            raise TargetReadError(f"{what} returned {type(body).__name__}, not an object")
+        return body
+
+    async def read_user(self, user_id: str) -> tuple[User | None, list[Key], list[str]]:
+        """One user's row, all its keys and the ids of its teams, in one request.
+
+        ``GET /user/info?user_id=`` (1.110.2 ``internal_user_endpoints.py::user_info``)
+        answers the user row, every key whose ``user_id`` is the user
+        (``_get_user_info_keys``: full rows, token hash included) and the teams
+        whose roster names the user (``_get_user_info_teams``); 404 "User X not
+        found" when there is no such user.
+        """
+        body = await self._info("/user/info", {"user_id": user_id})
+        if body is None:
+            return None, [], []
+        row = body.get("user_info")
+        if not isinstance(row, dict):
+            return None, [], []
+        teams = body.get("teams") or []
+        if not isinstance(teams, list):
+            raise TargetReadError("LiteLLM GET /user/info: 'teams' is not a list")
+        team_ids = [t["team_id"] for t in teams
+                    if isinstance(t, dict) and isinstance(t.get("team_id"), str)]
+        return parse_user(row), _key_rows(body, "/user/info"), team_ids
+
+    async def read_team(self, team_id: str) -> tuple[Team | None, list[Key]]:
+        """One team's row (members included) and all keys bound to it, in one request.
+
+        ``GET /team/info?team_id=`` (1.110.2 ``team_endpoints.py::team_info``)
+        answers ``team_info`` and ``keys`` (its loop meant to drop each key's
+        ``token`` pops it from a copy, so the hashes are there); 404 "Team not
+        found" when there is no such team.
+        """
+        body = await self._info("/team/info", {"team_id": team_id})
+        if body is None:
+            return None, []
+        row = body.get("team_info")
+        if not isinstance(row, dict):
+            raise TargetReadError("LiteLLM GET /team/info: 'team_info' is not an object")
+        return parse_team(row), _key_rows(body, "/team/info")
+
+    async def read_rows(self, user_ids: Iterable[str], team_ids: Iterable[str]) -> Rows:
+        """Fresh rows of a few users and teams, concurrently: what a scoped run
+        trusts over the kept view (`syncd.view`)."""
+        uids, tids = sorted(set(user_ids)), sorted(set(team_ids))
+        user_rows = await all_or_nothing(self.read_user(u) for u in uids)
+        team_rows = await all_or_nothing(self.read_team(t) for t in tids)
+        return Rows(
+            users={u: row for u, (row, _, _) in zip(uids, user_rows, strict=True)},
+            teams={t: row for t, (row, _) in zip(tids, team_rows, strict=True)},
+            user_keys={u: tuple(keys) for u, (_, keys, _) in zip(uids, user_rows, strict=True)},
+            team_keys={t: tuple(keys) for t, (_, keys) in zip(tids, team_rows, strict=True)},
+            user_teams={u: tuple(ts) for u, (_, _, ts) in zip(uids, user_rows, strict=True)},
+        )
 
     # -- writes -------------------------------------------------------------
     async def _post(
@@ -526,3 +598,11 @@ def parse_key(row: Mapping[str, Any]) -> Key:
         blocked=row.get("blocked") is True,
         metadata=_metadata(row),
     )
+
+
+def _key_rows(body: Mapping[str, Any], path: str) -> list[Key]:
+    rows = body.get("keys") or []
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise TargetReadError(f"LiteLLM GET {path}: 'keys' is not a list of objects")
+    # UI session keys (team "litellm-dashboard") are no one's access to manage.
+    return [parse_key(r) for r in rows if r.get("team_id") != UI_SESSION_TEAM]

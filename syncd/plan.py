@@ -84,7 +84,7 @@ class Policy:
     """What the planner needs from the configuration, as plain values.
 
     No defaults: the configuration owns them (``syncd.config``), and a second
-    copy here would drift. ``syncd.sync.policy_from`` builds one from Settings.
+    copy here would drift. ``syncd.reconciler.policy_from`` builds one from Settings.
     """
 
     now: datetime

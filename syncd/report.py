@@ -38,8 +38,10 @@ def render_plan(plan: Plan, names: Names) -> str:
     lines: list[str] = []
     total = len(plan.operations)
     destructive = sum(op.DESTRUCTIVE for op in plan.operations)
-    if not plan:
+    if not (plan or plan.unconfirmed or plan.skipped or plan.warnings):
         lines.append("No changes: LiteLLM matches Keycloak.")
+    elif not plan:
+        lines.append("No changes to apply; see below for what was left out and why.")
     else:
         lines.append(
             f"Plan: {total} change(s), {destructive} destructive"

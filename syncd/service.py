@@ -50,7 +50,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
-from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
@@ -59,10 +58,12 @@ from prometheus_client import Gauge
 from prometheus_client.exposition import choose_encoder
 
 from syncd.config import ReadinessSettings, ScheduleSettings, Settings
-from syncd.errors import ExitCode, RunResult
-from syncd.follower import EventFollower, EventsUnavailable
+from syncd.errors import EventsUnavailable, ExitCode, RunResult
+from syncd.follower import FAILED_RUNS_BEFORE_FULL, EventFollower
+from syncd.follower import applied as events_applied
 from syncd.metrics import Metrics
-from syncd.sync import run_sync
+from syncd.reconciler import Clients, Reconciler, RunReport
+from syncd.requests import Full, ReconcileRequest, RequestQueue
 
 log = structlog.get_logger("syncd.service")
 
@@ -128,6 +129,13 @@ class Health:
             self.consecutive_failures = 0
         elif result.failed:
             self.consecutive_failures += 1
+
+    def success_confirmed(self) -> None:
+        """Nothing changed since the last success (the event tail saw nothing and
+        nothing waits): that success is as good as new."""
+        if self.last_result is RunResult.SUCCESS:
+            self.last_success_wall = time.time()
+            self.last_success_mono = time.monotonic()
 
     def liveness(self) -> Probe:
         body: dict[str, Any] = {
@@ -380,8 +388,14 @@ def _quiet_scheduler() -> None:
 
 
 class Service:
-    """The daemon: one event loop running the scheduler, the sync job and the
-    endpoints. `health` is what the loop knows; the probes read it from there."""
+    """The daemon: one event loop running the schedule, the event tail, the one
+    worker and the endpoints. `health` is what the loop knows; the probes read it
+    from there.
+
+    Everything that wants a reconcile puts a request in `queue`; the worker
+    takes one at a time (observe, plan, execute, report), so runs never overlap
+    and need no lock.
+    """
 
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
@@ -396,14 +410,19 @@ class Service:
         self.endpoints = Endpoints(self.metrics, self.liveness, self.ready)
         self.scheduler: AsyncIOScheduler | None = None
         self.address: tuple[str, int] | None = None  # bound host and port, once listening
+        self.queue = RequestQueue()
+        self.clients = Clients(settings, self.metrics)
+        self.reconciler = Reconciler(settings, self.clients, self.metrics, keep_view=True)
+        self.follower = EventFollower(settings, self.metrics, self.queue, self.clients.tokens)
+        self.follower.idle = self._in_sync_still
         self._stop = asyncio.Event()
         self._signals = 0
-        self._job_task: asyncio.Task[Any] | None = None
-        # Full reconciles and fast-path runs never overlap.
-        self.runs = asyncio.Lock()
-        self.follower = EventFollower(settings, self.metrics, self.runs, self.request_full)
-        self._full_again: str | None = None  # a gap came while a full run was going
+        self._running: ReconcileRequest | None = None  # the request the worker is on
+        self._worker: asyncio.Task[None] | None = None
         self._follow_task: asyncio.Task[None] | None = None
+        self._last_full: float | None = None  # monotonic start of the last full run
+        self._failed_scoped = 0
+        self._in_sync = False  # the last run succeeded and nothing waits
 
     # -- probes
 
@@ -432,15 +451,100 @@ class Service:
             )}
         return ok, body
 
+    # -- requests
+
     def request_full(self, reason: str) -> None:
-        """A full reconcile as soon as possible: now, or right after the one going."""
-        if self._stop.is_set() or self.scheduler is None:
+        """A full reconcile as soon as the worker is free."""
+        if self._stop.is_set():
             return
-        if self._job_task is not None:
-            self._full_again = reason
+        if self.queue.put_full(reason):
+            log.info("full_reconcile_requested", reason=reason)
+
+    def _tick(self) -> None:
+        """The schedule: a full reconcile, unless one is going or waiting (an
+        overrun), or the event tail is healthy and the last full reconcile is
+        younger than ``schedule.interval_with_events_seconds``."""
+        if self._stop.is_set():
             return
-        log.info("full_reconcile_requested", reason=reason)
-        self.scheduler.modify_job(JOB_ID, next_run_time=datetime.now(UTC))
+        if self.queue.full_pending or isinstance(self._running, Full):
+            self.metrics.overruns.inc()
+            log.warning(
+                "run_overrun",
+                detail="the previous full run is still going or waiting; this scheduled "
+                "run is skipped",
+            )
+            return
+        schedule = self.settings.schedule
+        if (
+            schedule.cron is None
+            and self.follower.active
+            and self._last_full is not None
+            and time.monotonic() - self._last_full < schedule.interval_with_events_seconds
+        ):
+            return  # the event tail keeps LiteLLM current; the hourly safety net waits
+        self.queue.put_full("schedule")
+
+    def _in_sync_still(self) -> None:
+        """A poll found no new event: if the last run succeeded and nothing waits,
+        LiteLLM is still as in sync as then, and the success stays current."""
+        if self._in_sync and self._running is None and self.queue.empty:
+            self.metrics.last_success.set(time.time())
+            self.health.success_confirmed()
+
+    # -- the worker
+
+    async def _work(self) -> None:
+        """Take requests one at a time until stopped."""
+        while not self._stop.is_set():
+            request = await self.queue.get()
+            if self._stop.is_set():
+                return
+            await self._run_one(request)
+
+    async def _run_one(self, request: ReconcileRequest) -> None:
+        self._running = request
+        self.health.run_started()
+        result = RunResult.FAILURE
+        report: RunReport | None = None
+        try:
+            if isinstance(request, Full) or not self.reconciler.can_scope:
+                self._last_full = time.monotonic()
+            report = await self.reconciler.run(request, stop=self._stop)
+            result = report.result
+        except Exception:  # run() does not raise; keep the daemon alive if it ever does
+            log.exception("run_crashed")
+        finally:
+            self._running = None
+            self.health.run_ended(result)
+        if report is None:
+            return
+        if report.cancelled:
+            log.warning("run_cancelled", reason="shutdown")
+            raise asyncio.CancelledError
+        self._after(request, report)
+
+    def _after(self, request: ReconcileRequest, report: RunReport) -> None:
+        """What a run's report asks of the queue and the event bookkeeping."""
+        done = report.result in (RunResult.SUCCESS, RunResult.BRAKED)
+        # Braked: its safe part is done; the rest waits for a person, as in a
+        # full reconcile (which meets the same brake).
+        self._in_sync = report.result is RunResult.SUCCESS and report.needs_full is None
+        if done and request.hints.events:
+            events_applied(self.metrics, request.hints)
+        if report.kind == "full":
+            self.follower.full_run_ended()
+            self._failed_scoped = 0
+        elif done:
+            self._failed_scoped = 0
+        elif not self._stop.is_set():
+            self._failed_scoped += 1
+            if self._failed_scoped >= FAILED_RUNS_BEFORE_FULL:
+                self._failed_scoped = 0
+                self.request_full(f"{FAILED_RUNS_BEFORE_FULL} fast-path runs failed in a row")
+            else:
+                self.queue.put_scoped(request.hints)
+        if report.needs_full is not None:
+            self.request_full(report.needs_full)
 
     # -- entry point
 
@@ -455,6 +559,7 @@ class Service:
                 "service_failed",
                 error=f"cannot listen on {host}:{port}: {exc.strerror or exc}",
             )
+            await self._close_clients()
             return ExitCode.CONFIG
         server = await asyncio.start_server(self.endpoints.serve, sock=sock)
         bound_host, bound_port = sock.getsockname()[:2]
@@ -471,8 +576,10 @@ class Service:
             log.error("service_failed", error=str(exc))
             server.close()
             await server.wait_closed()
-            await self.follower.aclose()
+            await self._close_clients()
             return ExitCode.SOURCE
+        self.queue.put_full("start")
+        self._worker = asyncio.create_task(self._work(), name="syncd-worker")
         self.scheduler = self._start_scheduler(trigger)
         self._follow_task = asyncio.create_task(self.follower.run(), name="syncd-events")
         log.info(
@@ -491,60 +598,28 @@ class Service:
             server.close()
             self.endpoints.close_connections()
             await server.wait_closed()
-            await self.follower.aclose()
+            await self._close_clients()
         log.info("service_stopped", runs=self.health.runs)
         return ExitCode.OK
 
+    async def _close_clients(self) -> None:
+        await asyncio.gather(self.follower.aclose(), self.clients.aclose())
+
     def _start_scheduler(self, trigger: BaseTrigger) -> AsyncIOScheduler:
+        """The schedule only puts requests in the queue (the first full run was
+        put there at start, so the first tick comes one interval later)."""
         scheduler = AsyncIOScheduler(timezone=UTC)
-        scheduler.add_listener(self._on_overrun, EVENT_JOB_MAX_INSTANCES)
         scheduler.add_job(
-            self._job,
+            self._tick,
             trigger,
             id=JOB_ID,
             name="sync",
-            max_instances=1,  # never two runs at once; the rest is counted as overrun
+            max_instances=1,
             coalesce=True,
             misfire_grace_time=None,
-            next_run_time=datetime.now(UTC),  # the first run starts now, without jitter
         )
         scheduler.start()
         return scheduler
-
-    # -- the scheduled job
-
-    async def _job(self) -> None:
-        if self._stop.is_set():
-            return
-        self._job_task = asyncio.current_task()
-        self.health.run_started()
-        result = RunResult.FAILURE
-        try:
-            async with self.runs:
-                outcome = await run_sync(self.settings, mode="apply", metrics=self.metrics)
-                # Still under the lock: no fast run may start from the old snapshot.
-                self.follower.full_run_ended(outcome)
-            result = outcome.result
-        except asyncio.CancelledError:
-            # Only _shutdown cancels a run; run_sync has recorded and logged it already.
-            log.warning("run_cancelled", reason="shutdown")
-        except Exception:  # run_sync does not raise; keep the daemon alive if it ever does
-            log.exception("run_crashed")
-        finally:
-            self._job_task = None
-            self.health.run_ended(result)
-            again, self._full_again = self._full_again, None
-            if again is not None:
-                self.request_full(again)
-
-    def _on_overrun(self, event: JobSubmissionEvent) -> None:
-        self.metrics.overruns.inc()
-        times = getattr(event, "scheduled_run_times", None) or []
-        log.warning(
-            "run_overrun",
-            scheduled_for=times[-1].isoformat() if times else None,
-            detail="the previous run is still going; this scheduled run is skipped",
-        )
 
     # -- shutdown
 
@@ -558,32 +633,35 @@ class Service:
             log.info("shutdown_requested", signal=sig.name)
             self.stop()
             return
-        tasks = [t for t in (self._job_task, self._follow_task) if t is not None and not t.done()]
-        if tasks:
+        worker = self._worker
+        if worker is not None and not worker.done():
             log.warning("shutdown_forced", signal=sig.name)
-            for task in tasks:
-                task.cancel()
+            worker.cancel()
 
     async def _shutdown(self) -> None:
+        """No new request, no new write: the run in flight stops starting writes
+        (the stop event reaches its applier), the writes on the wire finish, at
+        most ``schedule.shutdown_timeout_seconds``; then whatever is left is
+        cancelled. Nothing is sent after this returns."""
         self.health.stopping = True
         scheduler = self.scheduler
         assert scheduler is not None
         scheduler.pause()  # fire nothing new
-        self.follower.stopping.set()  # poll no more; a fast run in flight finishes
-        await asyncio.sleep(0)  # a job submitted just before the signal gets to start
-        running = {t for t in (self._job_task, self._follow_task) if t is not None}
-        running = {t for t in running if not t.done()}
-        if running:
+        self.follower.stopping.set()  # poll no more
+        tasks = {t for t in (self._worker, self._follow_task) if t is not None and not t.done()}
+        if self._worker in tasks and self._running is None:
+            assert self._worker is not None
+            self._worker.cancel()  # idle: waiting for a request that will not come
+        if tasks:
             timeout = self.settings.schedule.shutdown_timeout_seconds
-            if self._job_task in running or self.runs.locked():
+            if self._running is not None:
                 log.info("shutdown_waiting_for_run", timeout_seconds=timeout)
-            _, pending = await asyncio.wait(running, timeout=timeout)
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
             if pending:
                 log.warning("shutdown_timeout", timeout_seconds=timeout)
                 for task in pending:
                     task.cancel()
                 await asyncio.wait(pending)
-        # No job is in flight, so the executor has nothing to cancel.
         scheduler.shutdown(wait=False)
         await asyncio.sleep(0)
 

@@ -19,7 +19,7 @@ from syncd.http import ApiClient, RequestCounter, RetryBudget
 from syncd.keycloak import KeycloakReader, TokenProvider
 from syncd.metrics import Metrics
 from syncd.operations import BlockTeam, BlockUser, RemoveMember
-from syncd.sync import rules_from
+from syncd.reconciler import rules_from
 from tests.fixtures.keycloak import KeycloakRealm, RealmFactory
 from tests.fixtures.latency_proxy import LatencyProxy
 from tests.integration.harness import Syncd, members, teams, users

@@ -12,7 +12,7 @@ from typing import Any
 
 from syncd.config import Settings
 from syncd.plan import Policy
-from syncd.sync import policy_from
+from syncd.reconciler import policy_from
 
 DEFAULTS = Settings(
     keycloak={"url": "http://keycloak.test", "realm": "r", "client_id": "syncd",

@@ -20,7 +20,7 @@ from syncd.desired import (
     still_selected,
 )
 from syncd.model import TeamSettings
-from syncd.sync import rules_from
+from syncd.reconciler import rules_from
 
 RULES = Rules(path_prefixes=("/llm",), attribute="litellm.sync")
 
