@@ -13,20 +13,35 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Sequence
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
 from syncd.desired import Rules, still_selected
 from syncd.errors import SourceReadError
 from syncd.evidence import Evidence, GroupGone, SourceFacts, UserOutside, judge_group, judge_user
-from syncd.keycloak import KeycloakReader
 from syncd.operations import Op
 from syncd.plan import Plan
 
 log = structlog.get_logger("syncd.confirm")
 
 T = TypeVar("T")
+
+
+class FreshReads(Protocol):
+    """The direct Keycloak reads a confirmation needs (`syncd.keycloak.KeycloakReader`)."""
+
+    async def read_user(self, user_id: str) -> dict[str, Any] | None:
+        """The user record; None when Keycloak has no such user."""
+        ...
+
+    async def read_user_groups(self, user_id: str) -> list[dict[str, Any]]:
+        """The user's direct groups."""
+        ...
+
+    async def read_group(self, group_id: str) -> dict[str, Any] | None:
+        """The group; None when it is gone."""
+        ...
 
 
 def evidence_of(op: Op) -> Evidence | None:
@@ -47,7 +62,7 @@ async def _attempt(read: Awaitable[T]) -> T | SourceReadError:
 class Confirmer:
     """Re-reads the subjects of destructive operations and judges their claims."""
 
-    def __init__(self, reader: KeycloakReader, facts: SourceFacts, rules: Rules) -> None:
+    def __init__(self, reader: FreshReads, facts: SourceFacts, rules: Rules) -> None:
         self.reader = reader
         self.facts = facts
         self.rules = rules

@@ -35,10 +35,7 @@ from syncd.requests import RequestQueue
 
 log = structlog.get_logger("syncd.events")
 
-FAILED_RUNS_BEFORE_FULL = 3
-"""Scoped runs failing in a row before their events are left to a full reconcile."""
-
-__all__ = ["FAILED_RUNS_BEFORE_FULL", "EventFollower", "EventsUnavailable"]
+__all__ = ["EventFollower", "EventsUnavailable"]
 
 
 class EventFollower:
@@ -230,12 +227,3 @@ class EventFollower:
         if self.queue.put_full(detail, hints):
             log.info("full_reconcile_requested", reason=detail)
 
-
-def applied(metrics: Metrics, hints: Hints) -> None:
-    """The events behind `hints` reached LiteLLM: their propagation metrics."""
-    now = time.time()
-    metrics.events_applied.inc(hints.events)
-    for stamp in hints.stamps:
-        metrics.event_propagation.observe(max(0.0, now - stamp / 1000))
-    if hints.newest_ms is not None:
-        metrics.event_lag.set(max(0.0, now - hints.newest_ms / 1000))

@@ -59,11 +59,11 @@ from prometheus_client.exposition import choose_encoder
 
 from syncd.config import ReadinessSettings, ScheduleSettings, Settings
 from syncd.errors import EventsUnavailable, ExitCode, RunResult
-from syncd.follower import FAILED_RUNS_BEFORE_FULL, EventFollower
-from syncd.follower import applied as events_applied
+from syncd.follower import EventFollower
 from syncd.metrics import Metrics
-from syncd.reconciler import Clients, Reconciler, RunReport
-from syncd.requests import Full, ReconcileRequest, RequestQueue
+from syncd.reconciler import Clients, Reconciler
+from syncd.requests import RequestQueue
+from syncd.worker import Worker
 
 log = structlog.get_logger("syncd.service")
 
@@ -415,14 +415,15 @@ class Service:
         self.reconciler = Reconciler(settings, self.clients, self.metrics, keep_view=True)
         self.follower = EventFollower(settings, self.metrics, self.queue, self.clients.tokens)
         self.follower.idle = self._in_sync_still
+        self.worker = Worker(
+            self.queue, self.reconciler, self.metrics,
+            full_done=self.follower.full_run_ended,
+            run_started=self.health.run_started, run_ended=self.health.run_ended,
+        )
         self._stop = asyncio.Event()
         self._signals = 0
-        self._running: ReconcileRequest | None = None  # the request the worker is on
         self._worker: asyncio.Task[None] | None = None
         self._follow_task: asyncio.Task[None] | None = None
-        self._last_full: float | None = None  # monotonic start of the last full run
-        self._failed_scoped = 0
-        self._in_sync = False  # the last run succeeded and nothing waits
 
     # -- probes
 
@@ -453,20 +454,13 @@ class Service:
 
     # -- requests
 
-    def request_full(self, reason: str) -> None:
-        """A full reconcile as soon as the worker is free."""
-        if self._stop.is_set():
-            return
-        if self.queue.put_full(reason):
-            log.info("full_reconcile_requested", reason=reason)
-
     def _tick(self) -> None:
         """The schedule: a full reconcile, unless one is going or waiting (an
         overrun), or the event tail is healthy and the last full reconcile is
         younger than ``schedule.interval_with_events_seconds``."""
         if self._stop.is_set():
             return
-        if self.queue.full_pending or isinstance(self._running, Full):
+        if self.queue.full_pending or self.worker.running_full:
             self.metrics.overruns.inc()
             log.warning(
                 "run_overrun",
@@ -478,8 +472,8 @@ class Service:
         if (
             schedule.cron is None
             and self.follower.active
-            and self._last_full is not None
-            and time.monotonic() - self._last_full < schedule.interval_with_events_seconds
+            and self.worker.last_full is not None
+            and time.monotonic() - self.worker.last_full < schedule.interval_with_events_seconds
         ):
             return  # the event tail keeps LiteLLM current; the hourly safety net waits
         self.queue.put_full("schedule")
@@ -487,64 +481,9 @@ class Service:
     def _in_sync_still(self) -> None:
         """A poll found no new event: if the last run succeeded and nothing waits,
         LiteLLM is still as in sync as then, and the success stays current."""
-        if self._in_sync and self._running is None and self.queue.empty:
+        if self.worker.in_sync and self.worker.running is None and self.queue.empty:
             self.metrics.last_success.set(time.time())
             self.health.success_confirmed()
-
-    # -- the worker
-
-    async def _work(self) -> None:
-        """Take requests one at a time until stopped."""
-        while not self._stop.is_set():
-            request = await self.queue.get()
-            if self._stop.is_set():
-                return
-            await self._run_one(request)
-
-    async def _run_one(self, request: ReconcileRequest) -> None:
-        self._running = request
-        self.health.run_started()
-        result = RunResult.FAILURE
-        report: RunReport | None = None
-        try:
-            if isinstance(request, Full) or not self.reconciler.can_scope:
-                self._last_full = time.monotonic()
-            report = await self.reconciler.run(request, stop=self._stop)
-            result = report.result
-        except Exception:  # run() does not raise; keep the daemon alive if it ever does
-            log.exception("run_crashed")
-        finally:
-            self._running = None
-            self.health.run_ended(result)
-        if report is None:
-            return
-        if report.cancelled:
-            log.warning("run_cancelled", reason="shutdown")
-            raise asyncio.CancelledError
-        self._after(request, report)
-
-    def _after(self, request: ReconcileRequest, report: RunReport) -> None:
-        """What a run's report asks of the queue and the event bookkeeping."""
-        done = report.result in (RunResult.SUCCESS, RunResult.BRAKED)
-        # Braked: its safe part is done; the rest waits for a person, as in a
-        # full reconcile (which meets the same brake).
-        self._in_sync = report.result is RunResult.SUCCESS and report.needs_full is None
-        if done and request.hints.events:
-            events_applied(self.metrics, request.hints)
-        if report.kind == "full":
-            self.follower.full_run_ended()
-            self._failed_scoped = 0
-        elif done:
-            self._failed_scoped = 0
-        elif not self._stop.is_set():
-            self._failed_scoped += 1
-            if self._failed_scoped >= FAILED_RUNS_BEFORE_FULL:
-                self._failed_scoped = 0
-                self.request_full(f"{FAILED_RUNS_BEFORE_FULL} fast-path runs failed in a row")
-            else:
-                self.queue.put_scoped(request.hints)
-        if report.needs_full is not None:
-            self.request_full(report.needs_full)
 
     # -- entry point
 
@@ -579,7 +518,7 @@ class Service:
             await self._close_clients()
             return ExitCode.SOURCE
         self.queue.put_full("start")
-        self._worker = asyncio.create_task(self._work(), name="syncd-worker")
+        self._worker = asyncio.create_task(self.worker.work(self._stop), name="syncd-worker")
         self.scheduler = self._start_scheduler(trigger)
         self._follow_task = asyncio.create_task(self.follower.run(), name="syncd-events")
         log.info(
@@ -649,12 +588,12 @@ class Service:
         scheduler.pause()  # fire nothing new
         self.follower.stopping.set()  # poll no more
         tasks = {t for t in (self._worker, self._follow_task) if t is not None and not t.done()}
-        if self._worker in tasks and self._running is None:
+        if self._worker in tasks and self.worker.running is None:
             assert self._worker is not None
             self._worker.cancel()  # idle: waiting for a request that will not come
         if tasks:
             timeout = self.settings.schedule.shutdown_timeout_seconds
-            if self._running is not None:
+            if self.worker.running is not None:
                 log.info("shutdown_waiting_for_run", timeout_seconds=timeout)
             _, pending = await asyncio.wait(tasks, timeout=timeout)
             if pending:

@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "syncd"
 # No I/O: neither syncd's clients nor the libraries that talk to the network.
 PURE = {"model", "errors", "secrets", "evidence", "identity", "operations", "desired",
         "fastpath", "events", "plan", "report", "view", "requests"}
-IO_MODULES = {"http", "keycloak", "litellm", "apply", "confirm", "reconciler", "follower",
+IO_MODULES = {"http", "keycloak", "litellm", "apply", "confirm", "reconciler", "follower", "worker",
               "service", "cli", "metrics", "logs"}
 IO_LIBRARIES = {"httpx", "keycloak", "prometheus_client", "apscheduler", "socket"}
 # Who may hold the whole configuration (the others get one section at most).
@@ -72,8 +72,8 @@ def test_applying_does_not_depend_on_reporting() -> None:
 
 def test_no_module_imports_one_later_in_the_flow() -> None:
     """Readers and the planner never import the run or the daemon around them."""
-    later = {"reconciler", "follower", "service", "cli"}
-    order = ["reconciler", "follower", "service", "cli"]
+    later = {"reconciler", "follower", "worker", "service", "cli"}
+    order = ["reconciler", "follower", "worker", "service", "cli"]
     for module in MODULES:
         allowed = set(order[order.index(module) + 1:]) if module in order else later
         for name, _ in imports(module):
