@@ -44,9 +44,10 @@ def test_rows_that_agree_are_no_difference_and_others_are_named() -> None:
                 user_keys={"u2": (VIEW.keys["k2"], VIEW.keys["k3"])},
                 team_keys={"t2": (VIEW.keys["k2"],)})
     assert differences(VIEW, same) == []
-    hand_made = Rows(teams={"t2": team("t2", "u2", "intruder")},
-                     team_keys={"t2": (VIEW.keys["k2"], key("k9", "intruder", "t2"))})
-    assert differences(VIEW, hand_made) == ["team t2", "keys of team t2"]
+    new_key = Rows(team_keys={"t2": (VIEW.keys["k2"], key("k9", "u2", "t2"))})
+    assert differences(VIEW, new_key) == []  # people make keys all day
+    hand_made = Rows(teams={"t2": team("t2", "u2", "intruder")}, users={"u1": None})
+    assert differences(VIEW, hand_made) == ["user u1", "team t2"]
 
 
 def test_the_teams_a_plan_depends_on_include_the_users_teams() -> None:
