@@ -82,8 +82,9 @@ Kind = Literal["full", "scoped"]
 T = TypeVar("T")
 
 SCOPED_READ_LIMIT = 64
-"""LiteLLM rows (one request each) a scoped run reads at most; beyond that one
-full read of LiteLLM is cheaper, and it is what the run does instead."""
+"""LiteLLM rows (one request each) a scoped run may always read; beyond that and
+beyond the pages of a whole read, one whole read is cheaper, and it is what the
+run does instead."""
 
 
 # --------------------------------------------------------------------------- report
@@ -547,19 +548,36 @@ class Reconciler:
         self, view: Actual, base: SourceSnapshot, desired: Desired, scope: Scope
     ) -> Rows | None:
         """The LiteLLM rows a plan for `scope` depends on, read fresh; None when
-        there are more than `SCOPED_READ_LIMIT` of them."""
+        reading them one by one would cost more requests than reading LiteLLM
+        whole (`_row_budget`).
+
+        Always the rows of the scope's users and teams. For a change of users
+        only, also every team those users are or should be in (a membership to
+        remove or add is planned from those rows). For a change of groups, the
+        other teams of their members are taken from the view: what syncd wrote
+        there is in it, and a hand edit there waits for the next full reconcile.
+        """
         old = build(base, self.rules).desired
         users = self._litellm_ids(view, scope.users, (old, desired))
         teams = set(scope.teams)
-        for state in (old, desired):
-            for tid, team in state.teams.items():
-                if scope.users & set(team.members):
-                    teams.add(tid)
-        users, teams = subjects_of(view, users, teams)
-        if len(users) + len(teams) > SCOPED_READ_LIMIT:
-            log.info("scoped_read_whole", rows=len(users) + len(teams), limit=SCOPED_READ_LIMIT)
+        if not scope.teams:
+            for state in (old, desired):
+                for tid, team in state.teams.items():
+                    if scope.users & set(team.members):
+                        teams.add(tid)
+            users, teams = subjects_of(view, users, teams)
+        budget = self._row_budget(view)
+        if len(users) + len(teams) > budget:
+            log.info("scoped_read_whole", rows=len(users) + len(teams), limit=budget)
             return None
-        return await self._rows(users, teams)
+        return await self._rows(users, teams, more_teams=not scope.teams)
+
+    def _row_budget(self, view: Actual) -> int:
+        """Rows worth reading one by one: about what a whole read costs (its pages),
+        and at least `SCOPED_READ_LIMIT`."""
+        page = self.settings.litellm.page_size
+        pages = sum(-(-len(rows) // page) for rows in (view.teams, view.users, view.keys))
+        return max(SCOPED_READ_LIMIT, pages)
 
     def _litellm_ids(
         self, view: Actual, keycloak_ids: Iterable[str], states: Iterable[Desired]
@@ -579,13 +597,16 @@ class Reconciler:
         out.update(uid for uid, user in view.users.items() if owner(user) in wanted)
         return out
 
-    async def _rows(self, users: Iterable[str], teams: Iterable[str]) -> Rows:
-        """Rows of users and teams, then of the teams the users turn out to be in
-        that were not asked for (a membership made by hand since the last read)."""
+    async def _rows(
+        self, users: Iterable[str], teams: Iterable[str], *, more_teams: bool = True
+    ) -> Rows:
+        """Rows of users and teams, then (`more_teams`) of the teams the users turn
+        out to be in that were not asked for (a membership made by hand since the
+        last read)."""
         target = self.clients.target
         rows = await target.read_rows(users, teams)
         more = {t for uid in rows.users for t in rows.user_teams.get(uid, ())} - set(rows.teams)
-        if more:
+        if more and more_teams:
             extra = await target.read_rows((), more)
             rows = replace(
                 rows, teams={**rows.teams, **extra.teams},
@@ -689,7 +710,7 @@ class Reconciler:
         teams = {op.team_id for op in attempted if op.team_id is not None}
         users, teams = subjects_of(view, users, teams)
         try:
-            if len(users) + len(teams) > SCOPED_READ_LIMIT:
+            if len(users) + len(teams) > self._row_budget(view):
                 fresh = await self._read_target()
                 self.view = fresh
             else:

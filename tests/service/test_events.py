@@ -221,8 +221,9 @@ def test_a_failing_fast_path_leaves_the_work_to_a_full_reconcile(
     daemon.wait_runs(1)
     uid, gid = realm.user_ids(), realm.group_ids()
     key = emulator.generate_key(user_id=uid["alice"], team_id=gid["/llm/research"])["key"]
-    # LiteLLM's user listing fails three times: three fast-path runs fail.
-    emulator.set_faults([{"path": "/user/list", "error_rate": 1, "error_status": 500,
+    # LiteLLM's user rows fail three times: three fast-path runs fail (a scoped
+    # run reads the rows of its users, not the whole listing).
+    emulator.set_faults([{"path": "/user/info", "error_rate": 1, "error_status": 500,
                           "max_faults": 3}])
     realm.remove_user_from_group("alice", "/llm/research")
     daemon.wait_for("three failed fast-path runs",

@@ -21,7 +21,7 @@ from tests.service.conftest import (
     syncd_config,
     syncd_env,
 )
-from tests.service.test_daemon import check_run_ids, memberships
+from tests.service.test_daemon import check_run_ids
 
 pytestmark = pytest.mark.integration
 
@@ -56,51 +56,79 @@ def event_names(daemon: SyncdProcess) -> list[str]:
     return [str(e["event"]) for e in daemon.events()]
 
 
-def test_sigterm_lets_the_run_in_flight_finish(
-    realm_factory: RealmFactory, emulator: EmulatorAdmin, syncd_daemon: DaemonFactory
+def test_sigterm_stops_starting_writes_and_none_arrives_after_exit(
+    realm_factory: RealmFactory, emulator: EmulatorAdmin, syncd_daemon: DaemonFactory,
+    tmp_path: Path,
 ) -> None:
-    realm = realm_factory(groups=GROUPS, users=USERS)
-    slow_writes(emulator, 700)  # three write phases (users, teams, members): ~2 s
-    daemon = syncd_daemon(realm, emulator, schedule={"shutdown_timeout_seconds": 30})
-    wait_for_request(daemon, emulator, "writes")
-    assert not daemon.finished_runs()
-
+    """The daemon on SIGTERM, like --once: no new write starts, the writes on the
+    wire finish, the summary counts exactly what reached LiteLLM, and nothing
+    reaches LiteLLM after the process has exited (issue 20: the daemon used to
+    start writes until the shutdown timeout, then cut them off mid-flight)."""
+    people = [{"username": f"u{i:02}", "email": f"u{i:02}@example.com",
+               "groups": ["/llm/research"]} for i in range(40)]
+    realm = realm_factory(groups=GROUPS, users=people)
+    slow_writes(emulator, 300)  # 40 user creations, 2 at a time: ~6 s
+    daemon = syncd_daemon(realm, emulator, litellm={"concurrency": 2},
+                          schedule={"shutdown_timeout_seconds": 30})
+    daemon.wait_for("writes under way", lambda: emulator.counters()["total"]["writes"] >= 4,
+                    timeout=60, interval=0.02)
     daemon.signal(signal.SIGTERM)
-    # While the run drains, the daemon reports that it is going away but still serves.
+    # While the writes in flight drain, the daemon says it is going away but still serves.
     daemon.wait_for("draining", lambda: daemon.named("shutdown_waiting_for_run"))
     status, body = daemon.ready()
     assert (status, body["status"]) == (503, "not ready: shutting down")
     assert daemon.get("/healthz").json()["status"] == "stopping"
-    assert daemon.get("/metrics").status_code == 200
-
+    started = time.monotonic()
     assert daemon.wait_exit() == 0
+    assert time.monotonic() - started < 5, "waited for writes in flight only, not for the run"
+    at_exit = len(emulator.audit())
+    time.sleep(2)  # a write cancelled mid-flight would land now
+    assert len(emulator.audit()) == at_exit, "a write reached LiteLLM after the process exited"
+
     names = event_names(daemon)
     assert names.count("sync_started") == 1, "no new run may start after SIGTERM"
     assert names.index("shutdown_requested") < names.index("sync_finished")
     assert names.index("sync_finished") < names.index("service_stopped")
+    assert "sync_interrupted" in names
     assert "shutdown_timeout" not in names and "run_cancelled" not in names
-
-    # The run completed: everything it planned was applied, nothing half done.
     (summary,) = daemon.finished_runs()
-    assert summary["result"] == "success", summary
-    assert summary["planned"] == summary["applied"] > 0
-    assert summary["failed"] == 0
-    assert memberships(emulator) == {
-        ("research", "alice@example.com"),
-        ("research", "bob@example.com"),
-        ("ops", "bob@example.com"),
-    }
+    assert 0 < at_exit < 40, "stopped mid-apply"
+    assert summary["ll_writes"] == summary["applied"] == at_exit, (summary, at_exit)
+    assert summary["result"] == "partial" and summary["failed"] == 0
+    assert summary["not_started"] > 0
     assert emulator.state()["consistency_problems"] == []
     check_run_ids(daemon)
+    emulator.clear_faults()
+    rerun = run_once(realm, emulator, tmp_path)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert f"{summary['planned'] - summary['applied']} change(s) applied, 0 failed" in rerun.stdout
+
+
+def test_sigterm_during_reads_abandons_them_at_once(
+    realm_factory: RealmFactory, emulator: EmulatorAdmin, syncd_daemon: DaemonFactory
+) -> None:
+    """Nothing is written before the reads end, so there is nothing to wait for."""
+    realm = realm_factory(groups=GROUPS, users=USERS)
+    slow_reads(emulator, 10_000)
+    daemon = syncd_daemon(realm, emulator, schedule={"shutdown_timeout_seconds": 30})
+    wait_for_request(daemon, emulator, "reads")
+    started = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit(timeout=15) == 0
+    assert time.monotonic() - started < 5
+    names = event_names(daemon)
+    assert "shutdown_timeout" not in names and "service_stopped" in names
+    (summary,) = daemon.finished_runs()  # the stopped run is still summarised
+    assert summary["result"] == "failure" and summary["ll_writes"] == 0
 
 
 def test_sigterm_waits_at_most_the_shutdown_timeout(
     realm_factory: RealmFactory, emulator: EmulatorAdmin, syncd_daemon: DaemonFactory
 ) -> None:
     realm = realm_factory(groups=GROUPS, users=USERS)
-    slow_reads(emulator, 10_000)
+    slow_writes(emulator, 10_000)
     daemon = syncd_daemon(realm, emulator, schedule={"shutdown_timeout_seconds": 1})
-    wait_for_request(daemon, emulator, "reads")
+    wait_for_request(daemon, emulator, "writes")
     started = time.monotonic()
     daemon.signal(signal.SIGTERM)
     assert daemon.wait_exit(timeout=15) == 0
@@ -108,7 +136,7 @@ def test_sigterm_waits_at_most_the_shutdown_timeout(
     names = event_names(daemon)
     assert names.index("shutdown_timeout") < names.index("run_cancelled")
     (summary,) = daemon.finished_runs()  # the cancelled run is still summarised
-    assert summary["result"] == "failure"
+    assert summary["result"] == "failure" and summary["interrupted"] > 0
     assert "service_stopped" in names
 
 
@@ -116,9 +144,9 @@ def test_second_signal_cancels_the_run(
     realm_factory: RealmFactory, emulator: EmulatorAdmin, syncd_daemon: DaemonFactory
 ) -> None:
     realm = realm_factory(groups=GROUPS, users=USERS)
-    slow_reads(emulator, 10_000)
+    slow_writes(emulator, 10_000)
     daemon = syncd_daemon(realm, emulator, schedule={"shutdown_timeout_seconds": 60})
-    wait_for_request(daemon, emulator, "reads")
+    wait_for_request(daemon, emulator, "writes")
     daemon.signal(signal.SIGINT)
     daemon.wait_for("draining", lambda: daemon.named("shutdown_waiting_for_run"))
     daemon.signal(signal.SIGINT)
