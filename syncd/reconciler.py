@@ -147,7 +147,7 @@ class RunReport:
     requests: RequestCounter = field(default_factory=RequestCounter)
     scope: Scope | None = None  # a scoped run: the subjects it re-read and planned
     duration: float = 0.0
-    cancelled: bool = False  # the daemon cancelled the run; the worker re-raises
+    cancelled: bool = False  # cut off by a cancellation; the daemon's worker then ends
     # LiteLLM rows that disagreed with the kept view, or a view that could not
     # be refreshed: the next request should be a full reconcile.
     needs_full: str | None = None
@@ -383,8 +383,8 @@ class Reconciler:
 
         `stop` ends the run early and honestly: reads are abandoned, no new write
         starts, writes in flight finish, and the report counts what was applied.
-        A cancellation while `stop` is set (a second signal) is such an end too;
-        otherwise it is recorded like one and the report says `cancelled`.
+        A cancellation is such an end too, for the writes it cut off as well; the
+        report then says `cancelled`.
         """
         scoped = isinstance(request, Scoped) and self.can_scope
         kind: Kind = "scoped" if scoped else "full"
@@ -427,12 +427,15 @@ class Reconciler:
         except RunInterrupted:
             failure = _interrupted(facts.applied)
         except asyncio.CancelledError:
+            # A second signal, or the daemon's shutdown timeout: the writes in
+            # flight were cut off. The report says so (`cancelled`) and is still
+            # returned, so what reached LiteLLM is counted; the daemon's worker
+            # then ends, --once exits 143.
             failure = _interrupted(facts.applied)
+            cancelled = True
             task = asyncio.current_task()
-            if stop is None or not stop.is_set():
-                cancelled = True
-            elif task is not None:
-                task.uncancel()  # a second signal to --once: an interruption, not a crash
+            if task is not None:
+                task.uncancel()
             self.view = None  # what the cut-off writes did is unknown
         except Exception as exc:  # expected (SyncdError) or a bug: keep the daemon alive
             failure = self._failed(exc, event)

@@ -172,7 +172,10 @@ def test_overrunning_runs_are_skipped_and_counted(
     # Runs never overlapped (check_run_ids fails on a sync_started inside a run).
     assert check_run_ids(daemon) >= 2
     runs = daemon.finished_runs()
-    assert all(r["result"] == "success" for r in runs)
+    # The run in flight at SIGTERM stops starting writes (and abandons its reads):
+    # only that last one may end interrupted.
+    assert all(r["result"] == "success" for r in runs[:-1])
+    assert runs[-1]["result"] == "success" or daemon.named("sync_interrupted")
     assert runs[0]["duration"] > 1  # the first run creates everything: slow
     # The overrun was a scheduled time that came while the first run was going.
     first_start = daemon.named("sync_started")[0]["timestamp"]
