@@ -45,7 +45,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
@@ -125,14 +125,14 @@ def engine_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _run(cmd: Sequence[str], *, timeout: float = 600, check: bool = True,
-         capture: bool = True) -> subprocess.CompletedProcess[str]:
+def _run(
+    cmd: Sequence[str], *, timeout: float = 600, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     try:
         proc = subprocess.run(
             list(cmd), env=engine_env(), text=True, timeout=timeout, check=False,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE if capture else None,
-            stderr=subprocess.PIPE if capture else None,
+            capture_output=True,
         )
     except FileNotFoundError as exc:
         raise ContainerToolsError(f"{cmd[0]} is not installed (devtools/install_tools.sh)") from exc
@@ -348,7 +348,7 @@ class BuildResult:
     seconds: float
     image_bytes: int
     base_bytes: int
-    log: str
+    log: str = field(repr=False)
 
     @property
     def added_bytes(self) -> int:

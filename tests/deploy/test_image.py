@@ -263,6 +263,8 @@ def test_once_as_the_cronjob_runs_it(
     assert pod.security["readOnlyRootFilesystem"] is True
     assert (pod.uid, pod.gid) == (10001, 10001)
     assert ("--tmpfs" in pod.options) is tmp_volume
+    # The secrets come from the mounted files only, never from the environment.
+    assert not [o for o in pod.options if "SYNCD_" in o or realm.client_secret in o]
     proc = podman(*pod.command(), check=False, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert_synced(realm, emulator)
