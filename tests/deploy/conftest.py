@@ -1,9 +1,9 @@
-"""Shared helpers for the deployment tests: finding helm/promtool/hadolint and
-rendering the chart.
+"""Shared helpers for the deployment tests: finding helm/promtool/hadolint,
+rendering the chart, and the container image built once per session.
 
 The tools come from devtools/install_tools.sh (cache bin directory) or PATH.
 When one is missing the tests that need it fail under CI (env CI set) and skip
-elsewhere, with the reason.
+elsewhere, with the reason. The same goes for podman (``syncd_image``).
 """
 
 from __future__ import annotations
@@ -12,13 +12,15 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from devtools import container_image
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "syncd"
@@ -60,6 +62,35 @@ def find_tool(name: str) -> str:
     if os.environ.get("CI"):
         pytest.fail(reason)
     pytest.skip(reason)
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+@pytest.fixture(scope="session")
+def syncd_image() -> Iterator[container_image.BuildResult]:
+    """The repository's Dockerfile built once per test session with podman's
+    buildah on the stand-in base (devtools/container_image.py), removed at the end.
+
+    Skipped with the reason where podman cannot run, except under CI, where
+    that fails; a failing build always fails.
+    """
+    reason = container_image.unavailable_reason()
+    if reason:
+        message = f"cannot build the image here: {reason}"
+        if _in_ci():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    tag = f"localhost/syncd-test:{os.getpid()}"
+    try:
+        result = container_image.build(tag)
+    except container_image.ContainerToolsError as exc:
+        pytest.fail(f"the image did not build: {exc}", pytrace=False)
+    try:
+        yield result
+    finally:
+        container_image.remove_image(tag)
 
 
 @pytest.fixture(scope="session")
