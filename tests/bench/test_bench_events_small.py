@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from bench.events import KINDS, run_events_bench, table
+from syncd.config import EventsSettings
 from tests.bench import keycloak_or_skip
 
 pytestmark = pytest.mark.integration
@@ -52,8 +53,10 @@ def test_idle_costs_about_one_request_per_poll_and_no_write(results: dict[str, A
     idle = results["idle"]
     assert idle["full_reconciles_in_window"] == 0
     assert idle["litellm_writes"] == 0 and idle["litellm_requests_by_syncd"] == 0
-    # 20 s at one poll per 5 s: 4 polls, give or take one at each edge of the window
-    assert 3 <= idle["keycloak_requests"] <= 6, idle
+    # 20 s at the default poll interval (1 s: 20 polls), give or take a couple at
+    # each edge of the window
+    polls = 20 / EventsSettings().poll_seconds
+    assert polls - 2 <= idle["keycloak_requests"] <= polls + 3, idle
 
 
 def test_burst_converges_with_the_writes_of_a_full_reconcile(results: dict[str, Any]) -> None:
