@@ -9,7 +9,8 @@ Whether the fast path is used (``events.enabled``) is decided here: ``auto``
 uses it when the service account can read the realm's event settings and
 admin events are switched on, and otherwise says once why not; ``true`` makes
 either missing a start-up error. The settings are checked again after every
-full reconcile, so switching events on (or off) in Keycloak is noticed.
+full reconcile and, while the fast path is off, every few seconds, so
+switching events on (or off) in Keycloak is noticed.
 
 The tail has its own small HTTP client (one request at a time, its own
 retry budget per poll) next to the worker's, sharing the process's one
@@ -36,6 +37,11 @@ from syncd.requests import RequestQueue
 log = structlog.get_logger("syncd.events")
 
 __all__ = ["EventFollower", "EventsUnavailable"]
+
+INACTIVE_RECHECK_SECONDS = 10.0
+"""While the fast path is off (events not recorded, role missing), how often the
+realm's event settings are read again: switching events on is noticed within
+seconds, not only after the next full reconcile."""
 
 
 class EventFollower:
@@ -70,6 +76,7 @@ class EventFollower:
         self.unavailable_said = False
         self.recheck = False
         self.last_poll_ok: float | None = None  # monotonic
+        self.last_check = time.monotonic()  # of the realm's event settings
         self.stopping = asyncio.Event()
         # Called after a poll that found nothing new (the service keeps its
         # last success current then).
@@ -141,8 +148,10 @@ class EventFollower:
         self.metrics.fast_path_active.set(1 if active else 0)
 
     async def _check_again(self) -> None:
-        """After a full reconcile, or when the realm's event settings changed."""
+        """After a full reconcile, when the realm's event settings changed, and
+        every `INACTIVE_RECHECK_SECONDS` while the fast path is off."""
         self.recheck = False
+        self.last_check = time.monotonic()
         if self.settings.events.enabled == "false":
             return
         why = await self._why_not()
@@ -195,7 +204,12 @@ class EventFollower:
                 log.exception("event_poll_crashed")
 
     async def step(self) -> None:
-        if self.recheck:
+        inactive_long = (
+            not self.active
+            and self.settings.events.enabled != "false"
+            and time.monotonic() - self.last_check >= INACTIVE_RECHECK_SECONDS
+        )
+        if self.recheck or inactive_long:
             await self._check_again()
         if not self.active:
             return
