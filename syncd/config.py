@@ -41,7 +41,7 @@ from pydantic import (
     model_validator,
 )
 
-from syncd.errors import ConfigError
+from syncd.errors import ConfigError, ConfigFileTooLarge
 
 ENV_PREFIX = "SYNCD_"
 CONFIG_ENV = "SYNCD_CONFIG"
@@ -114,7 +114,7 @@ def _read_secret(inline: SecretStr | None, path: Path | None, key: str) -> Secre
             raw = _read_capped(path, MAX_SECRET_BYTES)
         except OSError as exc:
             raise ValueError(f"{key}_file: cannot read {path}: {exc.strerror}") from None
-        except _TooLargeError:
+        except ConfigFileTooLarge:
             raise ValueError(f"{key}_file: {path} is over {MAX_SECRET_BYTES // 1024} KiB; "
                              "is it the right file?") from None
         try:
@@ -393,19 +393,15 @@ class Settings(BaseModel):
     logging: LoggingSettings = LoggingSettings()
 
 
-class _TooLargeError(Exception):
-    pass
-
-
 def _read_capped(path: Path, cap: int) -> bytes:
     """Read at most ``cap`` bytes: the size is checked before anything is parsed, and a
     file that grows (or is not a regular file) cannot make syncd read for ever."""
     with path.open("rb") as fh:
         if os.fstat(fh.fileno()).st_size > cap:
-            raise _TooLargeError
+            raise ConfigFileTooLarge
         data = fh.read(cap + 1)
     if len(data) > cap:
-        raise _TooLargeError
+        raise ConfigFileTooLarge
     return data
 
 
@@ -462,7 +458,7 @@ def _read_file(path: Path) -> dict[str, Any]:
         raw = _read_capped(path, MAX_CONFIG_BYTES)
     except OSError as exc:
         raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
-    except _TooLargeError:
+    except ConfigFileTooLarge:
         raise ConfigError(f"configuration file {path} is over the 1 MiB limit "
                           f"({MAX_CONFIG_BYTES} bytes); is it the right file?") from None
     try:

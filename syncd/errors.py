@@ -123,3 +123,21 @@ class RunInterrupted(SyncdError):
 
     exit_code = ExitCode.INTERRUPTED
     stage = "interrupted"
+
+
+# -- control flow inside one module: never reach the command line --------------
+
+
+class ConfigFileTooLarge(Exception):
+    """The configuration file is over its size cap (config.py turns it into a
+    ConfigError naming the file)."""
+
+
+class EventBurstTooLarge(Exception):
+    """More new admin events in one poll than ``events.max_pages`` allow (the
+    tail turns it into a gap)."""
+
+
+class BadHttpRequest(Exception):
+    """What a client sent to the metrics port is not an HTTP/1.x request the
+    responder understands (answered 400, connection closed)."""

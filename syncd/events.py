@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from syncd.errors import EventFormatError, SourceReadError
+from syncd.errors import EventBurstTooLarge, EventFormatError, SourceReadError
 
 # Resource paths of the events that change who is in which team.
 _MEMBERSHIP = re.compile(r"^users/([^/]+)/groups/([^/]+)$")
@@ -322,7 +322,7 @@ class Tail:
                                      f"(no poll for {since_ok:.0f}s)")
         except EventFormatError as exc:
             return self._gap("unreadable", str(exc))
-        except _BurstTooLarge as exc:
+        except EventBurstTooLarge as exc:
             return self._gap("burst", str(exc))
         except SourceReadError:
             self.failing_since = self.failing_since if self.failing_since is not None else now
@@ -356,11 +356,8 @@ class Tail:
             if len(page) < self.page_size:
                 return events, page_number
             first += len(page)
-        raise _BurstTooLarge(
+        raise EventBurstTooLarge(
             f"more than {max_pages * self.page_size} admin events in one poll "
             "(events.max_pages)"
         )
 
-
-class _BurstTooLarge(Exception):
-    pass

@@ -58,7 +58,7 @@ from prometheus_client import Gauge
 from prometheus_client.exposition import choose_encoder
 
 from syncd.config import ReadinessSettings, ScheduleSettings, Settings
-from syncd.errors import EventsUnavailable, ExitCode, RunResult
+from syncd.errors import BadHttpRequest, EventsUnavailable, ExitCode, RunResult
 from syncd.follower import EventFollower
 from syncd.metrics import Metrics
 from syncd.reconciler import Clients, Reconciler
@@ -196,10 +196,6 @@ MAX_HEADERS = 100
 TEXT = "text/plain; charset=utf-8"
 
 
-class BadRequest(Exception):
-    """What the client sent is not an HTTP/1.x request this responder understands."""
-
-
 @dataclass(frozen=True)
 class Request:
     method: str
@@ -249,7 +245,7 @@ async def read_request(reader: asyncio.StreamReader) -> Request | None:
         return None
     parts = line.split()
     if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        raise BadRequest(f"bad request line {line[:80]!r}")
+        raise BadHttpRequest(f"bad request line {line[:80]!r}")
     method, target, version = parts
     headers: dict[str, str] = {}
     for _ in range(MAX_HEADERS + 1):
@@ -258,29 +254,29 @@ async def read_request(reader: asyncio.StreamReader) -> Request | None:
             return Request(method, urlsplit(target).path or "/", version, headers)
         name, sep, value = field_line.partition(":")
         if not sep or not name or name != name.strip():
-            raise BadRequest(f"bad header line {field_line[:80]!r}")
+            raise BadHttpRequest(f"bad header line {field_line[:80]!r}")
         headers[name.lower()] = value.strip()
-    raise BadRequest("too many headers")
+    raise BadHttpRequest("too many headers")
 
 
 async def _line(reader: asyncio.StreamReader) -> str:
     """One CRLF-terminated line without its ending; "" for the blank line and at EOF.
 
     A line longer than the reader's limit, or bytes that are no text, are a
-    BadRequest; the stream is not trustworthy after that, so the caller closes it.
+    BadHttpRequest; the stream is not trustworthy after that, so the caller closes it.
     """
     try:
         raw = await reader.readuntil(b"\n")
     except asyncio.IncompleteReadError as exc:
         if exc.partial:
-            raise BadRequest("connection closed in the middle of a line") from None
+            raise BadHttpRequest("connection closed in the middle of a line") from None
         return ""
     except asyncio.LimitOverrunError:
-        raise BadRequest("line too long") from None
+        raise BadHttpRequest("line too long") from None
     try:
         return raw.decode("ascii").rstrip("\r\n")
     except UnicodeDecodeError:
-        raise BadRequest("non-ASCII bytes in the request head") from None
+        raise BadHttpRequest("non-ASCII bytes in the request head") from None
 
 
 class Endpoints:
@@ -340,7 +336,7 @@ class Endpoints:
         try:
             async with asyncio.timeout(IDLE_SECONDS):
                 request = await read_request(reader)
-        except BadRequest as exc:
+        except BadHttpRequest as exc:
             writer.write(
                 Response(HTTPStatus.BAD_REQUEST, f"bad request: {exc}\n".encode())
                 .encode(head=False, close=True)
