@@ -19,8 +19,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from syncd.model import Actual, Key, Team, User
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -46,25 +49,24 @@ class Rows:
 
 def overlay(view: Actual, rows: Rows) -> Actual:
     """The view with `rows` laid over it: fresh rows replace the kept ones."""
-    users = dict(view.users)
-    for uid, user in rows.users.items():
-        if user is None:
-            users.pop(uid, None)
-        else:
-            users[uid] = user
-    teams = dict(view.teams)
-    for tid, team in rows.teams.items():
-        if team is None:
-            teams.pop(tid, None)
-        else:
-            teams[tid] = team
     keys = {
         token: key for token, key in view.keys.items()
         if key.user_id not in rows.user_keys and key.team_id not in rows.team_keys
     }
     for fresh in (*rows.user_keys.values(), *rows.team_keys.values()):
         keys.update((key.token, key) for key in fresh)
-    return replace(view, users=users, teams=teams, keys=keys)
+    return replace(view, users=_laid_over(view.users, rows.users),
+                   teams=_laid_over(view.teams, rows.teams), keys=keys)
+
+
+def _laid_over(kept: Mapping[str, T], fresh: Mapping[str, T | None]) -> dict[str, T]:
+    out = dict(kept)
+    for ident, row in fresh.items():
+        if row is None:
+            out.pop(ident, None)
+        else:
+            out[ident] = row
+    return out
 
 
 def differences(view: Actual, rows: Rows) -> list[str]:
