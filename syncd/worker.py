@@ -68,7 +68,8 @@ class Worker:
         self.running: ReconcileRequest | None = None
         self.last_full: float | None = None  # monotonic start of the last full run
         self.failed_scoped = 0
-        self.in_sync = False  # the last run succeeded and asked for nothing more
+        self.full_ok = False  # the last full run succeeded
+        self.in_sync = False  # that, and every run since succeeded and asked for nothing
 
     @property
     def running_full(self) -> bool:
@@ -110,7 +111,15 @@ class Worker:
         # Braked: its safe part is done; the rest waits for a person, as in a
         # full reconcile (which meets the same brake).
         done = report.result in (RunResult.SUCCESS, RunResult.BRAKED)
-        self.in_sync = report.result is RunResult.SUCCESS and report.needs_full is None
+        if report.kind == "full":
+            self.full_ok = report.result is RunResult.SUCCESS
+        self.in_sync = (
+            self.full_ok and report.result is RunResult.SUCCESS and report.needs_full is None
+        )
+        if self.in_sync and report.kind == "scoped":
+            # Everything Keycloak reported since a successful full run is applied:
+            # as good as a success for SyncdNoRecentSuccess on a busy realm.
+            self.metrics.last_success.set(time.time())
         if done and request.hints.events:
             events_applied(self.metrics, request.hints)
         if report.kind == "full":

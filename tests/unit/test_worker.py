@@ -79,8 +79,9 @@ def test_a_report_that_needs_a_full_reconcile_gets_one() -> None:
 def test_applied_events_are_counted_only_when_the_run_succeeded() -> None:
     metrics = Metrics()
     queue = RequestQueue()
-    worker = Worker(queue, Reports(iter([report("scoped", failed=True), report("scoped")])),
-                    metrics)
+    worker = Worker(queue, Reports(iter([report("full"), report("scoped", failed=True),
+                                         report("scoped")])), metrics)
+    run(worker, Full("start"))
     run(worker, scoped("a", "b"))
     assert metrics.events_applied._value.get() == 0
     retry = queue.take()
@@ -88,6 +89,18 @@ def test_applied_events_are_counted_only_when_the_run_succeeded() -> None:
     run(worker, retry)
     assert metrics.events_applied._value.get() == 2
     assert worker.in_sync and queue.empty
+    # A scoped success after a successful full run keeps the last success current.
+    assert metrics.last_success._value.get() > 0
+
+
+def test_scoped_successes_do_not_stand_for_a_failed_full_run() -> None:
+    metrics = Metrics()
+    worker = Worker(RequestQueue(), Reports(iter([report("full", failed=True),
+                                                  report("scoped")])), metrics)
+    run(worker, Full("start"))
+    run(worker, scoped("a"))
+    assert not worker.in_sync
+    assert metrics.last_success._value.get() == 0
 
 
 def test_a_full_run_tells_the_tail_and_resets_the_failures() -> None:
