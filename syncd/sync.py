@@ -416,6 +416,7 @@ async def _plan_and_apply(
     if outcome.scope is None:  # these gauges describe the whole state
         metrics.pending_changes.set(len(plan.operations) + len(plan.held_back))
         metrics.unresolved_identities.set(plan.unresolved_identities)
+        metrics.withheld_emails.set(plan.withheld_emails)
     if outcome.mode != "apply":  # dry run and check write nothing
         return
     applier = Applier(target, stop, in_flight=settings.litellm.concurrency)
