@@ -108,7 +108,8 @@ class Metrics:
         self.withheld_emails = Gauge(
             "syncd_withheld_emails",
             "Keycloak users the last plan synced with their teams but without their email "
-            "(shared by two Keycloak users, or held by a LiteLLM user syncd must not take it from).",
+            "(shared by two Keycloak users, or held by a LiteLLM user syncd may not take it "
+            "from).",
             registry=r,
         )
         self.consecutive_failures = Gauge(

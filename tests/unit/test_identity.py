@@ -398,7 +398,8 @@ def test_the_release_is_planned_with_its_audit_trail_and_fresh_evidence() -> Non
     assert release.evidence == UserOutside("kc-old", "kc-old", email="alice@example.com")
     assert plan.unresolved_identities == 0 and plan.withheld_emails == 0
     after = apply_ops(have(old), plan.operations)
-    assert after.users["kc-alice"].email == "alice@example.com" and after.users["kc-old"].email == ""
+    assert after.users["kc-alice"].email == "alice@example.com"
+    assert after.users["kc-old"].email == ""
     assert not make_plan(want(ALICE), after, policy_at(NOW)).operations
 
 
