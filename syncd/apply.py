@@ -43,6 +43,7 @@ from syncd.operations import (
     DeleteUser,
     LinkUser,
     Op,
+    ReleaseEmail,
     RemoveMember,
     UnblockKey,
     UnblockTeam,
@@ -205,6 +206,8 @@ class Applier:
             return True
         if isinstance(op, AddMember | ChangeMemberRole):
             return op.user_id in self.failed_users or op.team_id in self.failed_teams
+        if isinstance(op, ReleaseEmail):  # never an address for a user that was not made
+            return op.to_user_id in self.failed_users
         return False
 
     def _refused(self, ops: list[Op], error: str) -> None:
@@ -263,6 +266,8 @@ class Applier:
                 await c.delete_team(op.team_id)
             case DeleteUser():
                 await c.delete_user(op.user_id)
+            case ReleaseEmail():
+                await c.release_email(op.user_id, thaw(op.metadata), op.to_user_id, op.to_email)
             case _:
                 assert_never(op)
         return False

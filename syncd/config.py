@@ -251,12 +251,24 @@ class UsersSettings(Section):
     ``id_from`` picks the LiteLLM ``user_id`` of a Keycloak user: the Keycloak
     user ``id`` (default), the ``username``, or the ``email``; choose what the
     proxy's SSO login already writes, so SSO and syncd name a person alike.
-    ``link_by_email`` (opt-in) also takes over an existing LiteLLM user whose
-    email matches exactly (case-insensitively) when nobody else claims it.
+    ``link_by_email`` also takes over an existing LiteLLM user (an SSO login)
+    whose email matches, case-insensitively, when nobody else claims it:
+    ``verified`` (default) only when Keycloak marks the address verified, since
+    a user who may edit their own email could otherwise claim another person's
+    LiteLLM user; ``true`` whatever Keycloak says; ``false`` never. The booleans
+    mean what they meant when the setting was one.
     """
 
     id_from: Literal["id", "username", "email"] = "id"
-    link_by_email: bool = False
+    link_by_email: Literal["verified", "true", "false"] = "verified"
+
+    @field_validator("link_by_email", mode="before")
+    @classmethod
+    def _link_words(cls, value: Any) -> Any:
+        # YAML reads `true`/`false` as booleans; the setting is a word.
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return value.strip().lower() if isinstance(value, str) else value
 
 
 _RENAMED_SAFETY = {

@@ -48,6 +48,7 @@ class Member:
     username: str
     email: str | None
     enabled: bool
+    email_verified: bool = False  # Keycloak's emailVerified (users.link_by_email)
 
 
 @dataclass
@@ -206,7 +207,9 @@ def _roster(
         for member in members_of.get(source.id, []):
             if not member.enabled or member.username.startswith(SERVICE_ACCOUNT_PREFIX):
                 continue
-            users.setdefault(member.id, DesiredUser(member.id, member.username, member.email))
+            users.setdefault(member.id, DesiredUser(
+                member.id, member.username, member.email, member.email_verified
+            ))
             member_role: Role = "admin" if member.username in admin_usernames else role
             if roster.get(member.id) != "admin":
                 roster[member.id] = member_role

@@ -30,8 +30,15 @@ class UserOutside:
     user_id: str  # the LiteLLM user id the operation is about
     keycloak_id: str  # the Keycloak user to re-read (the same id unless linked)
     teams: frozenset[str] | None = None
+    # Releasing this address from the user (syncd.identity): stricter than being
+    # outside the groups. Confirmed only when the Keycloak user is deleted,
+    # disabled, or no longer has this email.
+    email: str | None = None
 
     def describe(self) -> str:
+        if self.email is not None:
+            return (f"user {self.keycloak_id} is deleted or disabled, or no longer has "
+                    f"the email {self.email}")
         teams = self.teams
         where = "any selected group" if teams is None else f"team {', '.join(sorted(teams))}"
         return f"user {self.keycloak_id} is outside {where}"
@@ -75,6 +82,11 @@ def judge_user(
         return None
     if user.get("enabled", True) is False:
         return None
+    if claim.email is not None:
+        now = user.get("email")
+        if not isinstance(now, str) or now.strip().casefold() != claim.email.strip().casefold():
+            return None
+        return f"Keycloak still has the user, enabled, with the email {claim.email}"
     if str(user.get("username", "")).startswith(SERVICE_ACCOUNT_PREFIX):
         return None
     if groups is None:

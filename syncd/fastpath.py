@@ -38,6 +38,7 @@ def member_of(raw: Mapping[str, object]) -> Member:
         username=str(raw["username"]),
         email=email if isinstance(email, str) else None,
         enabled=raw.get("enabled", True) is not False,
+        email_verified=raw.get("emailVerified") is True,
     )
 
 

@@ -355,6 +355,7 @@ class KeycloakReader:
                     username=str(user["username"]),
                     email=user.get("email"),
                     enabled=user.get("enabled", True) is not False,
+                    email_verified=user.get("emailVerified") is True,
                 )
             )
         return members

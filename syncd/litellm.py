@@ -419,6 +419,24 @@ class LiteLLMClient:
         check that an email is unique (only /user/new does), so the planner does."""
         await self._post("/user/update", {"user_id": user_id, **fields})
 
+    async def release_email(
+        self, user_id: str, metadata: Mapping[str, Any], to_user_id: str, to_email: str
+    ) -> None:
+        """Move an address from a departed user to its new holder (`ReleaseEmail`).
+
+        LiteLLM 1.110.2 cannot clear an email with null: /user/update drops None
+        values (``internal_user_endpoints.py::_update_internal_user_params`` keeps
+        only ``v is not None and v not in ([], {})``), so ``""`` is what empties it.
+        The departed user's metadata goes in the same request (the whole dict: it is
+        replaced), so the address is never gone without its audit record. Both
+        writes can be sent again; if the second fails, the address is free and the
+        next run gives it like any email change.
+        """
+        await self._post(
+            "/user/update", {"user_id": user_id, "user_email": "", "metadata": dict(metadata)}
+        )
+        await self._post("/user/update", {"user_id": to_user_id, "user_email": to_email})
+
     async def create_team(
         self, team_id: str, alias: str, settings: TeamSettings, metadata: Mapping[str, Any]
     ) -> bool:

@@ -101,8 +101,15 @@ class Metrics:
         )
         self.unresolved_identities = Gauge(
             "syncd_unresolved_identities",
-            "Keycloak users the last plan left out (or whose email it did not change) "
-            "for an identity collision: a shared email, a LiteLLM user it cannot link.",
+            "Keycloak users the last plan left out, without a LiteLLM user, for an "
+            "identity collision (a LiteLLM id taken or claimed twice); the run exits 9.",
+            registry=r,
+        )
+        self.withheld_emails = Gauge(
+            "syncd_withheld_emails",
+            "Keycloak users the last plan synced with their teams but without their email "
+            "(shared by two Keycloak users, or held by a LiteLLM user syncd may not take it "
+            "from).",
             registry=r,
         )
         self.consecutive_failures = Gauge(

@@ -30,6 +30,10 @@ KEYCLOAK_ID = "syncd_keycloak_id"
 # The users.id_from rule a user was created or linked under: a changed rule is
 # refused instead of creating a second LiteLLM user for everyone (syncd.identity).
 ID_FROM = "syncd_id_from"
+# On a departed user whose email syncd gave to someone else (syncd.identity):
+# the address it held and when it was released, for the audit trail.
+RELEASED_EMAIL = "syncd_released_email"
+RELEASED_AT = "syncd_released_at"
 SCIM_ACTIVE = "scim_active"  # LiteLLM's own kill switch, honoured at key auth time
 
 # LiteLLM's identity for the master key; auto-added as admin to every team it creates.
@@ -93,6 +97,9 @@ class DesiredUser:
     user_id: str  # the Keycloak user UUID, which is also the JWT `sub`
     username: str
     email: str | None
+    # Keycloak's emailVerified: only a verified address may link an existing
+    # LiteLLM user (users.link_by_email: verified, syncd.identity).
+    email_verified: bool = False
 
 
 @dataclass(frozen=True)

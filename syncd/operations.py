@@ -4,7 +4,8 @@ Each operation is a frozen dataclass with a stable sort key, so a plan prints
 the same way every run, diffs cleanly, and tests compare plans instead of
 mocking calls. `PHASE` orders the apply: users and teams exist before members
 are added; the kill switch on a departed user is thrown before anything else
-destructive; deletions come last.
+destructive; deletions come next, and an address released from a departed
+user moves last, once that user is cut off.
 
 The set is closed: `Op` is the union of every concrete operation, and each
 ``match`` over it ends in ``assert_never``, so a new operation that one
@@ -499,6 +500,41 @@ class DeleteUser(Operation):
         return f"delete user {names.user(self.user_id)} and all their keys ({self.reason})"
 
 
+@dataclass(frozen=True)
+class ReleaseEmail(Operation):
+    """Move an address from a departed user syncd owns to the Keycloak user who has
+    it now (a reused address): clear it on the departed user, keeping it in that
+    user's metadata (``syncd_released_email``) with the kill switch, then give it
+    to the new holder.
+
+    Destructive: it changes a user who is not here to see it, so a fresh read
+    must show that Keycloak user deleted, disabled, or without this address
+    (`UserOutside.email`). The new holder never waits for it: they were created
+    or linked without the address earlier in the run, with their teams. Last
+    phase: after the departed user's kill switch and keys (its keys stay blocked),
+    and never after a DeleteUser of the same user (the planner plans none then:
+    LiteLLM's /user/update would re-create a deleted user)."""
+
+    KIND: ClassVar[str] = "release_email"
+    PHASE: ClassVar[int] = 11
+    DESTRUCTIVE: ClassVar[bool] = True
+    team_id: ClassVar[None] = None
+    user_id: str  # the departed LiteLLM user that holds the address
+    email: str  # the address as that user holds it (kept in its metadata)
+    to_user_id: str  # the LiteLLM user of the Keycloak user who has it now
+    to_email: str  # the address as Keycloak spells it for them
+    metadata: Mapping[str, Any]  # the departed user's full dict (LiteLLM replaces it)
+    evidence: Evidence
+
+    def ids(self) -> dict[str, str]:
+        return {**super().ids(), "to_user_id": self.to_user_id}
+
+    def describe(self, names: Names = _NO_NAMES) -> str:
+        return (f"release email {self.email} from departed user {names.user(self.user_id)} "
+                f"(kept in its metadata; its keys stay blocked) and give it to "
+                f"{names.user(self.to_user_id)}")
+
+
 Op: TypeAlias = (
     CreateUser
     | LinkUser
@@ -518,6 +554,7 @@ Op: TypeAlias = (
     | BlockTeam
     | DeleteTeam
     | DeleteUser
+    | ReleaseEmail
 )
 
 # Every operation class, for code that enumerates them (metrics start each kind at 0).

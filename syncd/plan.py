@@ -36,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from syncd.evidence import GroupGone, UserOutside
-from syncd.identity import IdFrom, owner, resolve
+from syncd.identity import IdFrom, LinkByEmail, owner, resolve
 from syncd.model import (
     ARCHIVED_AT,
     BLOCKED_AT,
@@ -45,6 +45,8 @@ from syncd.model import (
     KEY_BLOCKED,
     MANAGED,
     PROXY_ADMIN_ROLES,
+    RELEASED_AT,
+    RELEASED_EMAIL,
     SCIM_ACTIVE,
     Actual,
     Desired,
@@ -69,6 +71,7 @@ from syncd.operations import (
     DeleteUser,
     LinkUser,
     Op,
+    ReleaseEmail,
     RemoveMember,
     UnblockKey,
     UnblockTeam,
@@ -97,7 +100,7 @@ class Policy:
     removed_team_grace: timedelta
     ignore_users: frozenset[str]  # LiteLLM user ids or emails
     id_from: IdFrom  # users.id_from: the LiteLLM user_id of a Keycloak user
-    link_by_email: bool  # users.link_by_email (syncd.identity)
+    link_by_email: LinkByEmail  # users.link_by_email (syncd.identity)
     # The brake counts people and teams, not API calls (see `brake`).
     max_blocked: int
     max_blocked_fraction: float
@@ -124,9 +127,12 @@ class Plan:
     # Destructive operations a fresh read did not confirm, with the reason;
     # filled in by `syncd.confirm` just before applying.
     unconfirmed: tuple[tuple[Op, str], ...] = ()
-    # Keycloak users left out (or changes not made) for an identity collision;
-    # their warnings are in `warnings` (syncd.identity).
+    # Keycloak users left out, without a LiteLLM user, for an identity collision
+    # (the run exits 9); their warnings are in `warnings` (syncd.identity).
     unresolved_identities: int = 0
+    # Keycloak users synced with their teams but without the email Keycloak gives
+    # them (shared, or held by a LiteLLM user syncd must not take it from).
+    withheld_emails: int = 0
 
     @property
     def braked(self) -> bool:
@@ -165,7 +171,9 @@ class _Planner:
     def __init__(self, desired: Desired, actual: Actual, policy: Policy) -> None:
         # Keycloak users as LiteLLM users (users.id_from, links, collisions): from
         # here on `desired` is keyed by LiteLLM user id.
-        self.identities = resolve(desired, actual, policy.id_from, policy.link_by_email)
+        self.identities = resolve(
+            desired, actual, policy.id_from, policy.link_by_email, _untouchable(actual, policy)
+        )
         self.desired = self.identities.desired
         self.actual = actual
         self.policy = policy
@@ -214,6 +222,7 @@ class _Planner:
                             "(set teams.adopt_existing to take it over)")
                 )
                 continue
+            self.name_alias_clash(want)
             demoted += sum(
                 1 for r in want.members.values() if r == "admin" and self.effective_role(r) != r
             )
@@ -233,6 +242,23 @@ class _Planner:
         for team_id in sorted(self.managed):
             if team_id not in self.desired.teams:
                 self.plan_removed_team(self.actual.teams[team_id])
+
+    def name_alias_clash(self, want: DesiredTeam) -> None:
+        """One warning per team of someone else's with syncd's alias: LiteLLM accepts
+        duplicate aliases, and the admin UI then shows two teams of one name. The
+        other team is never renamed or touched."""
+        for other in sorted(self.actual.teams.values(), key=lambda t: t.team_id):
+            if other.managed or other.team_id == want.team_id or other.alias is None:
+                continue
+            if other.alias.strip().casefold() != want.alias.strip().casefold():
+                continue
+            self.warnings.append(
+                f"team {want.alias} ({want.path}, id {want.team_id}): LiteLLM team "
+                f"{other.team_id} has the same alias {other.alias!r} and is not syncd's, so "
+                "LiteLLM shows two teams of that name. syncd leaves that team alone: rename "
+                "it in LiteLLM, or rename the group (or set teams.alias_from: path); "
+                "teams.adopt_existing takes over only a team whose id is the group id"
+            )
 
     def plan_team_update(self, want: DesiredTeam, have: Team) -> None:
         changes: list[tuple[str, Any, Any]] = []
@@ -304,6 +330,8 @@ class _Planner:
         Keycloak users?"""
         if op.team_id is not None and op.team_id in scope.teams:
             return True
+        if isinstance(op, ReleaseEmail) and self.keycloak_id(op.to_user_id) in scope.users:
+            return True  # the new holder's event brings their address along
         return op.user_id is not None and self.keycloak_id(op.user_id) in scope.users
 
     def keycloak_id(self, user_id: str) -> str:
@@ -355,6 +383,27 @@ class _Planner:
                 # Only syncd's own users are cut off globally; others in a
                 # managed team are only taken out of it (plan_members).
                 self.plan_departed_user(user, owned)
+        self.plan_releases()
+
+    def plan_releases(self) -> None:
+        """Reused addresses: move each from the departed user syncd owns to the
+        Keycloak user who has it now (syncd.identity). That user was created or
+        kept without it above, so their access never waits for this step."""
+        deleted = {op.user_id for op in self.ops if isinstance(op, DeleteUser)}
+        for r in self.identities.releases:
+            user = self.actual.users[r.from_user]
+            if r.from_user in deleted or self.protected(r.from_user):
+                continue  # a deleted user frees its address; the next run gives it
+            metadata = dict(user.metadata)
+            metadata[MANAGED] = True
+            metadata[SCIM_ACTIVE] = False  # as its BlockUser writes it: it stays cut off
+            metadata.setdefault(BLOCKED_AT, self.now)
+            metadata[RELEASED_EMAIL] = r.email
+            metadata[RELEASED_AT] = self.now
+            evidence = UserOutside(r.from_user, r.from_keycloak, email=r.email)
+            self.ops.append(ReleaseEmail(
+                r.from_user, r.email, r.to_user, r.to_email, metadata, evidence
+            ))
 
     def plan_active_user(self, user: User) -> None:
         metadata = dict(user.metadata)
@@ -457,6 +506,18 @@ class _Planner:
 _KEY_MARKERS = frozenset({KEY_BLOCKED, BLOCKED_AT})
 
 
+def _untouchable(actual: Actual, policy: Policy) -> frozenset[str]:
+    """LiteLLM users no identity rule may take over or take an address from:
+    syncd's own identity, proxy admins, the ignore list (as `protected`)."""
+    out = {DEFAULT_USER_ID, *policy.ignore_users}
+    if actual.service_user_id:
+        out.add(actual.service_user_id)
+    for uid, user in actual.users.items():
+        if user.role in PROXY_ADMIN_ROLES or (user.email and user.email in policy.ignore_users):
+            out.add(uid)
+    return frozenset(out)
+
+
 def _syncd_part(metadata: Mapping[str, Any]) -> dict[str, Any]:
     """The metadata keys syncd owns, for showing a change without other keys' values."""
     return {k: v for k, v in metadata.items() if k.startswith("syncd_")}
@@ -487,7 +548,8 @@ def make_plan(
         tuple(planner.warnings),
         memberships,
         reason,
-        unresolved_identities=len(planner.identities.unresolved),
+        unresolved_identities=planner.identities.left_out,
+        withheld_emails=planner.identities.withheld,
     )
 
 

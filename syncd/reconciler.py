@@ -69,7 +69,7 @@ from syncd.keycloak import KeycloakReader, TokenProvider
 from syncd.litellm import KeyOwner, LiteLLMClient
 from syncd.metrics import Metrics
 from syncd.model import Actual, Desired, Scope
-from syncd.operations import Op
+from syncd.operations import Op, ReleaseEmail
 from syncd.plan import Plan, Policy, make_plan
 from syncd.report import Names, summary_line
 from syncd.requests import Full, ReconcileRequest, Scoped
@@ -640,6 +640,7 @@ class Reconciler:
         if scope is None and mode == "apply":  # these gauges describe the whole state
             self.metrics.pending_changes.set(len(plan.operations) + len(plan.held_back))
             self.metrics.unresolved_identities.set(plan.unresolved_identities)
+            self.metrics.withheld_emails.set(plan.withheld_emails)
         real = mode == "apply"
         applier = Applier(self.clients.target, stop, in_flight=self.settings.litellm.concurrency)
         if real:
@@ -710,6 +711,7 @@ class Reconciler:
         if not attempted:
             return
         users = {op.user_id for op in attempted if op.user_id is not None}
+        users |= {op.to_user_id for op in attempted if isinstance(op, ReleaseEmail)}
         teams = {op.team_id for op in attempted if op.team_id is not None}
         users, teams = subjects_of(view, users, teams)
         try:

@@ -373,7 +373,10 @@ def _non_default_values(data: UpdateUserRequest) -> dict[str, Any]:
     """``_update_internal_user_params``: unset, None, ``[]`` and ``{}`` values are dropped.
 
     So ``metadata: {}`` does *not* clear a user's metadata; only a non-empty
-    dict replaces it.
+    dict replaces it. Likewise ``user_email: null`` keeps the address and
+    ``user_email: ""`` is what empties it (stored as ``""``); no uniqueness check
+    runs here (``_update_single_user_helper`` calls none, and the column is not
+    unique in ``schema.prisma``).
     """
     sent = data.model_dump(exclude_unset=True)
     fields_set = data.model_fields_set

@@ -228,6 +228,28 @@ def test_email_uniqueness_is_checked_by_user_new_only(api: httpx.Client) -> None
     assert moved.status_code == 200 and moved.json()["data"]["user_email"] == "alice@x.io"
 
 
+def test_user_update_clears_an_email_with_the_empty_string_not_null(api: httpx.Client) -> None:
+    """litellm 1.110.2 ``internal_user_endpoints.py::_update_internal_user_params`` keeps
+    only values that are ``not None`` and not ``[]``/``{}``: ``user_email: null`` leaves
+    the address, ``""`` stores the empty string. `_check_duplicate_user_field` skips a
+    falsy value, so the freed address can be given to a new user (syncd's
+    ReleaseEmail relies on both)."""
+    api.post("/user/new", json={"user_id": "gone", "user_email": "Lead@x.io",
+                                "auto_create_key": False, "metadata": {"k": "v"}})
+    kept = api.post("/user/update", json={"user_id": "gone", "user_email": None})
+    assert kept.status_code == 200 and kept.json()["data"]["user_email"] == "Lead@x.io"
+    cleared = api.post("/user/update", json={"user_id": "gone", "user_email": "",
+                                             "metadata": {"k": "v", "old": "Lead@x.io"}})
+    assert cleared.status_code == 200 and cleared.json()["data"]["user_email"] == ""
+    assert cleared.json()["data"]["metadata"] == {"k": "v", "old": "Lead@x.io"}
+    new = api.post("/user/new", json={"user_id": "hire", "user_email": "lead@x.io",
+                                      "auto_create_key": False})
+    assert new.status_code == 200, new.text
+    other = api.post("/user/new", json={"user_id": "other", "user_email": "",
+                                        "auto_create_key": False})
+    assert other.status_code == 200, other.text  # "" is never a duplicate
+
+
 def test_user_list_email_filter_is_a_case_insensitive_substring(api: httpx.Client) -> None:
     for uid, email in (("alice", "alice@x.io"), ("malice", "MAlice@x.io"), ("bob", "bob@x.io")):
         api.post("/user/new", json={"user_id": uid, "user_email": email,

@@ -13,7 +13,7 @@ from devtools.litellm_emulator.admin import EmulatorAdmin
 from devtools.realm import User
 from syncd.errors import ExitCode
 from tests.fixtures.keycloak import KeycloakRealm, RealmFactory
-from tests.integration.harness import Syncd, members, teams, users
+from tests.integration.harness import Syncd, answers, members, teams, users
 
 GROUPS: dict[str, dict[str, Any]] = {"/llm/research": {}}
 
@@ -124,54 +124,153 @@ def test_email_and_username_changes_are_followed(
     assert [w["path"] for w in emulator.audit()] == ["/user/update"]
 
 
-def test_two_keycloak_users_with_one_email_are_reported_and_nobody_blocked(
-    realm_factory: RealmFactory, emulator: EmulatorAdmin, tmp_path: Path
-) -> None:
-    realm = realm_factory(groups=GROUPS, users=[
-        User("erin", "shared@example.com", groups=["/llm/research"]),
-        User("gina", "gina@example.com", groups=["/llm/research"]),
-    ])
-    # Keycloak refuses a second user with one email unless the realm allows it.
+def _allow_duplicate_emails(realm: KeycloakRealm) -> None:
+    """Keycloak refuses a second user with one email unless the realm allows it."""
     base = f"/admin/realms/{realm.name}"
     rep = realm.admin.get(base)
     rep["duplicateEmailsAllowed"] = True
     realm.admin.request("PUT", base, json_body=rep)
+
+
+def _team_key_works(emulator: EmulatorAdmin, user_id: str, team_id: str) -> bool:
+    """A key minted for the user on the team answers an LLM call."""
+    key = str(emulator.generate_key(user_id=user_id, team_id=team_id)["key"])
+    return answers(emulator, key) == 200
+
+
+def _no_op(syncd: Syncd, emulator: EmulatorAdmin) -> Any:
+    emulator.clear_audit()
+    again = syncd.once()
+    assert again.code == ExitCode.OK, again.stdout + again.stderr
+    assert again.json["plan"] is None  # no operation at all
+    assert emulator.audit() == []
+    return again
+
+
+def test_both_holders_of_a_shared_email_reach_their_teams(
+    realm_factory: RealmFactory, emulator: EmulatorAdmin, tmp_path: Path
+) -> None:
+    """Issue 24: `alice` and `alice-admin` (or a shared mailbox) with one email used
+    to leave both without a LiteLLM user, exit 9 on every run."""
+    realm = realm_factory(groups=GROUPS, users=[
+        User("erin", "shared@example.com", groups=["/llm/research"]),
+        User("gina", "gina@example.com", groups=["/llm/research"]),
+    ])
+    _allow_duplicate_emails(realm)
     realm.create_user("frank", email="shared@example.com", groups=["/llm/research"])
     syncd = Syncd(realm, emulator, tmp_path)
     result = syncd.once()
-    assert result.code == ExitCode.WARNINGS, result.stderr
+    assert result.code == ExitCode.OK, result.stdout + result.stderr
     warnings = result.json["warnings"]
-    for name in ("erin", "frank"):
-        assert any(name in w and ("frank" if name == "erin" else "erin") in w for w in warnings)
+    for me, other in (("erin", "frank"), ("frank", "erin")):
+        mine = [w for w in warnings if w.startswith(f"Keycloak user {me} ")]
+        assert len(mine) == 1 and other in mine[0] and realm.user_id(other) in mine[0]
+    research = realm.group_id("/llm/research")
     got = users(emulator)
-    assert realm.user_id("gina") in got  # the rest is synced
-    assert realm.user_id("erin") not in got and realm.user_id("frank") not in got
-    assert not [w for w in emulator.audit() if w["path"] in ("/user/update", "/key/block")
-                and "scim_active" in str(w)]
-    again = syncd.once()
-    assert again.code == ExitCode.WARNINGS  # reported each run, never a retry storm
+    for name in ("erin", "frank", "gina"):
+        uid = realm.user_id(name)
+        assert uid in members(teams(emulator)[research]), name
+        assert _team_key_works(emulator, uid, research), name
+    # the stable rule: a shared address is given to neither of them
+    assert not got[realm.user_id("erin")].get("user_email")
+    assert not got[realm.user_id("frank")].get("user_email")
+    assert got[realm.user_id("gina")]["user_email"] == "gina@example.com"
     assert all(w["status"] < 400 for w in emulator.audit())
+    again = _no_op(syncd, emulator)
+    assert len(again.json["warnings"]) == 2  # still named, every run, never retried
 
 
-def test_email_reused_by_a_new_hire_does_not_take_over_the_old_users_keys(
+def test_a_new_hire_with_a_reused_address_gets_access_and_the_leaver_stays_blocked(
     realm_factory: RealmFactory, emulator: EmulatorAdmin, tmp_path: Path
 ) -> None:
+    """Issue 24: a departed user (blocked, kept for the grace period) held the
+    address, so the new hire never got a LiteLLM user."""
     realm = realm_factory(groups=GROUPS, users=[
         User("hank", "team-lead@example.com", groups=["/llm/research"])])
-    syncd = Syncd(realm, emulator, tmp_path, users={"link_by_email": True})
+    syncd = Syncd(realm, emulator, tmp_path)
     assert syncd.once().code == 0
+    research = realm.group_id("/llm/research")
     old = realm.user_id("hank")
-    key = str(emulator.generate_key(user_id=old, key_alias="hank-key")["key"])
+    keys = [str(emulator.generate_key(user_id=old, key_alias="hank-key")["key"]),
+            str(emulator.generate_key(user_id=old, team_id=research)["key"])]
     realm.delete_user("hank")
     assert syncd.once().code == 0
-    assert users(emulator)[old]["metadata"]["scim_active"] is False
-    assert not emulator.auth_check(key)["allowed"]
+    assert not any(emulator.auth_check(k)["allowed"] for k in keys)
 
-    realm.create_user("ivy", email="team-lead@example.com", groups=["/llm/research"])
+    realm.create_user("ivy", email="Team-Lead@example.com", groups=["/llm/research"])
+    ivy = realm.user_id("ivy")
+    dry = syncd.once("--dry-run")
+    assert [(op["user_id"], op["to_user_id"]) for op in ops(dry, "release_email")] == [(old, ivy)]
+    assert [op["email"] for op in ops(dry, "create_user")] == [None]  # access first
     result = syncd.once()
-    assert result.code == ExitCode.WARNINGS, result.stderr
-    assert any("ivy" in w and old in w for w in result.json["warnings"])
-    assert users(emulator)[old]["metadata"]["scim_active"] is False  # still blocked
-    assert users(emulator)[old]["metadata"].get("syncd_keycloak_id") in (None, old)
-    assert not emulator.auth_check(key)["allowed"]
-    assert realm.user_id("ivy") not in users(emulator)
+    assert result.code == ExitCode.OK, result.stdout + result.stderr
+    got = users(emulator)
+    assert got[ivy]["user_email"] == "team-lead@example.com"  # as Keycloak spells it
+    assert ivy in members(teams(emulator)[research])
+    assert _team_key_works(emulator, ivy, research)
+    leaver = got[old]
+    assert not leaver["user_email"]
+    assert leaver["metadata"]["syncd_released_email"] == "team-lead@example.com"
+    assert leaver["metadata"]["scim_active"] is False
+    assert leaver["metadata"].get("syncd_keycloak_id") in (None, old)  # never ivy's
+    assert not any(emulator.auth_check(k)["allowed"] for k in keys)  # still blocked
+    _no_op(syncd, emulator)
+    assert not any(emulator.auth_check(k)["allowed"] for k in keys)
+
+
+def test_sso_users_are_linked_by_verified_email_with_the_defaults(
+    realm_factory: RealmFactory, emulator: EmulatorAdmin, tmp_path: Path
+) -> None:
+    """Issue 24: with the defaults an SSO login's user (user_id = email) was not
+    linked, the Keycloak user not created (its email taken): no team, exit 9."""
+    realm = realm_factory(groups=GROUPS, users=[
+        User("alice", "alice@example.com", groups=["/llm/research"]),
+        User("bob", "bob@example.com", groups=["/llm/research"]),
+    ])
+    _update_kc_user(realm, "bob", emailVerified=False)
+    alice_key = seed_sso_user(emulator, "alice@example.com", "alice@example.com")
+    emulator.create_user("bob@example.com", user_email="bob@example.com",
+                         user_role="internal_user", metadata={"auth_provider": "generic"})
+    bob_key = str(emulator.generate_key(user_id="bob@example.com", key_alias="bob-laptop")["key"])
+    emulator.clear_audit()
+    syncd = Syncd(realm, emulator, tmp_path)
+    result = syncd.once()
+    assert result.code == ExitCode.OK, result.stdout + result.stderr
+    research = realm.group_id("/llm/research")
+    got = users(emulator)
+    alice = got["alice@example.com"]
+    assert alice["metadata"]["syncd_keycloak_id"] == realm.user_id("alice")
+    assert alice["metadata"]["auth_provider"] == "generic"
+    assert realm.user_id("alice") not in got  # linked, no second user
+    assert emulator.auth_check(alice_key)["allowed"]  # the personal key keeps working
+    assert answers(emulator, alice_key) == 200
+    # bob's address is not verified: his SSO user is not taken over, he is named,
+    # and he still gets his team, as a new user without that address
+    bob = realm.user_id("bob")
+    assert "syncd_managed" not in got["bob@example.com"]["metadata"]
+    assert emulator.auth_check(bob_key)["allowed"]  # not ours: untouched
+    assert not got[bob]["user_email"]
+    warned = [w for w in result.json["warnings"] if "bob@example.com" in w]
+    assert len(warned) == 1 and "bob" in warned[0] and "verified" in warned[0]
+    assert set(members(teams(emulator)[research])) == {"alice@example.com", bob}
+    assert _team_key_works(emulator, bob, research)
+    _no_op(syncd, emulator)
+
+
+def test_an_alias_clash_with_a_hand_made_team_is_named(
+    realm_factory: RealmFactory, emulator: EmulatorAdmin, tmp_path: Path
+) -> None:
+    """Issue 24: a hand-made team "research" beside the group's team, without a word."""
+    realm = realm_factory(groups=GROUPS, users=[
+        User("lena", "lena@example.com", groups=["/llm/research"])])
+    emulator.create_team("hand-research", "research", metadata={"owner": "ops"})
+    emulator.clear_audit()
+    before = teams(emulator)["hand-research"]
+    syncd = Syncd(realm, emulator, tmp_path)
+    result = syncd.once()
+    assert result.code == ExitCode.OK, result.stdout + result.stderr
+    named = [w for w in result.json["warnings"] if "hand-research" in w]
+    assert len(named) == 1 and "rename" in named[0] and "adopt_existing" in named[0]
+    assert teams(emulator)["hand-research"] == before  # never touched
+    again = _no_op(syncd, emulator)
+    assert [w for w in again.json["warnings"] if "hand-research" in w] == named

@@ -2,7 +2,10 @@
 
 It follows the emulator (and so the real proxy): member_delete also deletes the
 member's keys for that team; team/new adds default_user_id as admin; team
-deletion deletes the team's keys; user deletion removes memberships and keys.
+deletion deletes the team's keys; user deletion removes memberships and keys;
+/user/new refuses an email another user holds, case-insensitively (here an
+`EmailTaken` error: a plan must never ask for it); /user/update takes any email,
+and ``""`` is what empties one.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from syncd.operations import (
     DeleteUser,
     LinkUser,
     Op,
+    ReleaseEmail,
     RemoveMember,
     UnblockKey,
     UnblockTeam,
@@ -35,6 +39,14 @@ from syncd.operations import (
 )
 
 
+class EmailTaken(AssertionError):
+    """The plan created a user with an email LiteLLM's /user/new would refuse."""
+
+
+def _fold(email: str | None) -> str:
+    return (email or "").strip().casefold()
+
+
 def apply_ops(actual: Actual, ops: tuple[Op, ...]) -> Actual:
     teams = {k: v for k, v in actual.teams.items()}
     users = {k: v for k, v in actual.users.items()}
@@ -42,6 +54,8 @@ def apply_ops(actual: Actual, ops: tuple[Op, ...]) -> Actual:
     for op in ops:
         match op:
             case CreateUser():
+                if op.email and any(_fold(u.email) == _fold(op.email) for u in users.values()):
+                    raise EmailTaken(f"/user/new {op.user_id} with taken email {op.email}")
                 users[op.user_id] = User(
                     op.user_id, op.email, "internal_user", {MANAGED: True, **thaw(op.metadata)},
                     alias=op.username,
@@ -107,6 +121,11 @@ def apply_ops(actual: Actual, ops: tuple[Op, ...]) -> Actual:
                     if op.user_id in team.members:
                         members = {u: r for u, r in team.members.items() if u != op.user_id}
                         teams[tid] = replace(team, members=members)
+            case ReleaseEmail():
+                users[op.user_id] = replace(
+                    users[op.user_id], email="", metadata=thaw(op.metadata)
+                )
+                users[op.to_user_id] = replace(users[op.to_user_id], email=op.to_email)
             case _:
                 assert_never(op)
     return Actual(teams=teams, users=users, keys=keys)

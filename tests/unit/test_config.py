@@ -147,6 +147,27 @@ def test_validate_ok_and_env_overrides_file(tmp_path: Path) -> None:
     assert settings.keycloak.secret() == "s3cret"
 
 
+@pytest.mark.parametrize(("text", "env", "expected"), [
+    ("", {}, "verified"),  # the default (issue 24)
+    ("users:\n  link_by_email: true\n", {}, "true"),  # the old boolean keeps its meaning
+    ("users:\n  link_by_email: false\n", {}, "false"),
+    ("users:\n  link_by_email: verified\n", {}, "verified"),
+    ("", {"SYNCD_USERS__LINK_BY_EMAIL": "True"}, "true"),
+    ("", {"SYNCD_USERS__LINK_BY_EMAIL": "false"}, "false"),
+])
+def test_link_by_email_words_and_old_booleans(
+    tmp_path: Path, text: str, env: dict[str, str], expected: str
+) -> None:
+    settings = load_settings(write(tmp_path, base("http://kc.example:8080", text)), env)
+    assert settings.users.link_by_email == expected
+
+
+def test_link_by_email_other_words_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, base("http://kc.example:8080", "users:\n  link_by_email: maybe\n"))
+    with pytest.raises(ConfigError, match=r"users.link_by_email.*'verified', 'true' or 'false'"):
+        load_settings(path, {})
+
+
 def test_secret_from_file_and_both_is_an_error(tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     secret.write_text("from-file\n")

@@ -37,3 +37,13 @@ def test_group_claims() -> None:
     assert judge_group(GroupGone("g1"), {"id": "g1", "path": "/x"}, lambda g: False) is None
     why = judge_group(GroupGone("g1"), {"id": "g1", "path": "/llm/t1"}, lambda g: True)
     assert why is not None and "/llm/t1" in why
+
+
+def test_releasing_an_address_needs_the_user_gone_disabled_or_without_it() -> None:
+    claim = UserOutside("u", "u", email="Ann@x.io")
+    assert judge_user(claim, None, None, FACTS) is None
+    assert judge_user(claim, {**ENABLED, "enabled": False}, None, FACTS) is None
+    assert judge_user(claim, {**ENABLED, "email": "ann2@x.io"}, [], FACTS) is None
+    # enabled and still holding it, even outside every group: never taken
+    why = judge_user(claim, {**ENABLED, "email": "ann@X.io"}, [], FACTS)
+    assert why is not None and "Ann@x.io" in why

@@ -12,7 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from syncd.desired import Group, Member, Rules, SourceSnapshot, build, groups_to_read
-from syncd.fastpath import FreshUser, missing_members, patch, scope_of, unknown_groups
+from syncd.fastpath import (
+    FreshUser,
+    member_of,
+    missing_members,
+    patch,
+    scope_of,
+    unknown_groups,
+)
 
 RULES = Rules(path_prefixes=("/llm",), admin_subgroup="admins", flatten=True)
 
@@ -104,3 +111,16 @@ def test_scope_of_membership_events_is_the_users_named() -> None:
     desired = build(before, RULES).desired
     scope = scope_of(["u1"], [], before, desired, desired)
     assert scope.users == {"u1"} and scope.teams == frozenset()
+
+
+def test_a_fresh_user_read_carries_email_verified_into_the_desired_state() -> None:
+    """users.link_by_email: verified needs Keycloak's emailVerified on both paths:
+    the members listing (keycloak.read_members) and a fresh user read."""
+    raw = {"id": "u9", "username": "nine", "email": "n@x.io", "emailVerified": True}
+    assert member_of(raw).email_verified
+    assert not member_of({**raw, "emailVerified": False}).email_verified
+    assert not member_of({"id": "u8", "username": "eight"}).email_verified
+    group = Group("g", "team", "/llm/team", None, {}, 0)
+    snapshot = SourceSnapshot([group], {"g": [member_of(raw)]})
+    built = build(snapshot, Rules(path_prefixes=("/llm",)))
+    assert built.desired.users["u9"].email_verified

@@ -10,7 +10,7 @@ import pytest
 
 from syncd.evidence import UserOutside
 from syncd.model import TeamSettings
-from syncd.operations import ALL_KINDS, CreateUser, FrozenMap, Names, Op, thaw
+from syncd.operations import ALL_KINDS, CreateUser, FrozenMap, Names, Op, ReleaseEmail, thaw
 
 SAMPLE: dict[str, Any] = {
     "user_id": "u1", "team_id": "t1", "email": "u1@example.com", "username": "ann",
@@ -20,6 +20,7 @@ SAMPLE: dict[str, Any] = {
     "role": "user", "old": "user", "new": "admin", "token": "hash", "label": "...abcd",
     "unblock": True, "cause": "departed", "reason": "departed: disabled",
     "evidence": UserOutside("u1", "u1", frozenset({"t1"})),
+    "to_user_id": "u2", "to_email": "u1@example.com",
 }
 
 
@@ -28,7 +29,7 @@ def sample(kind: type[Op]) -> Op:
 
 
 def test_all_kinds_is_the_op_union() -> None:
-    assert get_args(Op) == ALL_KINDS and len(set(ALL_KINDS)) == 18
+    assert get_args(Op) == ALL_KINDS and len(set(ALL_KINDS)) == 19
 
 
 @pytest.mark.parametrize("kind", ALL_KINDS, ids=lambda k: k.KIND)
@@ -42,7 +43,9 @@ def test_every_operation_is_hashable_and_equal_to_its_twin(kind: type[Op]) -> No
 def test_every_operation_names_its_team_and_user_and_describes_itself(kind: type[Op]) -> None:
     op = sample(kind)
     assert op.team_id in (None, "t1") and op.user_id in (None, "u1")
-    assert op.ids() == {k: v for k, v in (("team_id", op.team_id), ("user_id", op.user_id)) if v}
+    extra = {"to_user_id": "u2"} if isinstance(op, ReleaseEmail) else {}  # both users it changes
+    assert op.ids() == {
+        k: v for k, v in (("team_id", op.team_id), ("user_id", op.user_id)) if v} | extra
     assert op.describe(Names()) and op.describe() == op.describe(Names())
     json.dumps(op.to_dict())  # plain JSON: no FrozenMap or tuple left
 

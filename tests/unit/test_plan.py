@@ -61,6 +61,11 @@ def desired(*teams: DesiredTeam, extra_users: tuple[str, ...] = ()) -> Desired:
     return Desired(teams={t.team_id: t for t in teams}, users=users, groups_seen=len(teams))
 
 
+def luser(uid: str, **kw: object) -> User:
+    """A LiteLLM user with the email `desired` gives the Keycloak user of that id."""
+    return User(uid, f"{uid}@example.com", **kw)  # type: ignore[arg-type]
+
+
 def dteam(tid: str, members: dict[str, str], alias: str | None = None,
           settings: TeamSettings | None = None) -> DesiredTeam:
     return DesiredTeam(tid, alias or f"alias-{tid}", f"/llm/{tid}",
@@ -152,7 +157,7 @@ def test_member_who_left_is_removed_and_team_keys_deleted() -> None:
     want = desired(dteam("t1", {"a": "user"}), dteam("t2", {"b": "user"}))
     have = actual(
         [ateam("t1", {"a": "user", "b": "user"}), ateam("t2", {"b": "user"})],
-        [User("a", metadata=MARK), User("b", metadata=MARK)],
+        [luser("a", metadata=MARK), luser("b", metadata=MARK)],
         [Key("k1", "b", "t1", alias="b-laptop"), Key("k2", "b", "t2"), Key("k3", "b", None)],
     )
     plan = make_plan(want, have, POLICY)
@@ -166,7 +171,7 @@ def test_departed_user_is_blocked_with_markers_and_all_keys_blocked() -> None:
     want = desired(dteam("t1", {"a": "user"}))
     have = actual(
         [ateam("t1", {"a": "user", "d": "user"})],
-        [User("a", metadata=MARK), User("d", metadata={**MARK, "dept": "x"})],
+        [luser("a", metadata=MARK), luser("d", metadata={**MARK, "dept": "x"})],
         [Key("kp", "d", None), Key("kt", "d", "t1"), Key("kx", "d", "other"),
          Key("kadmin", "d", None, blocked=True)],
     )
@@ -187,7 +192,7 @@ def test_returning_user_gets_back_only_syncd_blocked_keys() -> None:
     want = desired(dteam("t1", {"d": "user"}))
     blocked_meta = {**MARK, SCIM_ACTIVE: False, BLOCKED_AT: LONG_AGO}
     have = actual(
-        [ateam("t1", {})], [User("d", metadata=blocked_meta)],
+        [ateam("t1", {})], [luser("d", metadata=blocked_meta)],
         [Key("mine", "d", None, blocked=True, metadata={KEY_BLOCKED: True, BLOCKED_AT: LONG_AGO}),
          Key("admins", "d", None, blocked=True)],
     )
@@ -204,16 +209,17 @@ def test_delete_policy_waits_for_grace_then_deletes() -> None:
     policy = policy_at(NOW, departure_policy="delete", departure_grace=timedelta(days=30),
                     brake_released=True)
     recent = actual([ateam("t1", {"a": "user"})],
-                    [User("a", metadata=MARK),
-                     User("d", metadata={**base, BLOCKED_AT: "2026-10-25T00:00:00Z"})],
+                    [luser("a", metadata=MARK),
+                     luser("d", metadata={**base, BLOCKED_AT: "2026-10-25T00:00:00Z"})],
                     [Key("kd", "d", None, blocked=True, metadata={KEY_BLOCKED: True})])
     assert not make_plan(want, recent, policy)
     old = actual([ateam("t1", {"a": "user"})],
-                 [User("a", metadata=MARK), User("d", metadata={**base, BLOCKED_AT: LONG_AGO})],
+                 [luser("a", metadata=MARK), luser("d", metadata={**base, BLOCKED_AT: LONG_AGO})],
                  [Key("kd", "d", None, blocked=True, metadata={KEY_BLOCKED: True})])
     assert kinds(make_plan(want, old, policy)) == ["delete_key"]
     member = actual([ateam("t1", {"a": "user", "d": "user"})],
-                    [User("a", metadata=MARK), User("d", metadata={**base, BLOCKED_AT: LONG_AGO})],
+                    [luser("a", metadata=MARK),
+                     luser("d", metadata={**base, BLOCKED_AT: LONG_AGO})],
                     [Key("kd", "d", "t1", blocked=True, metadata={KEY_BLOCKED: True})])
     assert kinds(make_plan(want, member, policy)) == ["remove_member", "delete_key"]
     with_users = replace(policy, delete_users=True)
@@ -223,7 +229,7 @@ def test_delete_policy_waits_for_grace_then_deletes() -> None:
 def test_removed_group_blocks_team_keeps_members_then_deleted_after_grace() -> None:
     want = desired(dteam("t1", {"a": "user"}))
     have = actual([ateam("t1", {"a": "user"}), ateam("gone", {"a": "user", "b": "user"})],
-                  [User("a", metadata=MARK), User("b", metadata=MARK)],
+                  [luser("a", metadata=MARK), luser("b", metadata=MARK)],
                   [Key("ka", "a", "gone")])
     plan = make_plan(want, have, POLICY)
     assert {(op.KIND, op.team_id) for op in plan.operations if op.team_id == "gone"} == {
@@ -236,7 +242,7 @@ def test_removed_group_blocks_team_keeps_members_then_deleted_after_grace() -> N
     archived = actual([ateam("t1", {"a": "user"}),
                        ateam("gone", {"a": "user"}, blocked=True,
                              metadata={ARCHIVED_AT: LONG_AGO})],
-                      [User("a", metadata=MARK)], [Key("ka", "a", "gone")])
+                      [luser("a", metadata=MARK)], [Key("ka", "a", "gone")])
     assert not make_plan(want, archived, POLICY)
     delete = policy_at(NOW, removed_team_policy="delete", brake_released=True)
     assert [type(op) for op in make_plan(want, archived, delete).operations] == [DeleteTeam]
@@ -266,7 +272,7 @@ def _departures(n: int, size: int = 100, keys: int = 3) -> tuple[Desired, Actual
     members = {f"u{i}": "user" for i in range(size)}
     want = desired(dteam("t1", {u: r for u, r in list(members.items())[n:]}))
     have = actual([ateam("t1", dict(members))],
-                  [User(u, metadata=MARK) for u in members],
+                  [luser(u, metadata=MARK) for u in members],
                   [Key(f"k-{u}-{j}", u, "t1" if j else None) for u in members for j in range(keys)])
     return want, have
 
@@ -335,7 +341,7 @@ def test_user_without_marker_is_only_removed_from_the_managed_team() -> None:
     want = desired(dteam("t1", {"a": "user"}))
     have = actual(
         [ateam("t1", {"a": "user", "sso": "user"}), ateam("hand", {"sso": "user"}, managed=False)],
-        [User("a", metadata=MARK), User("sso", "sso@x")],
+        [luser("a", metadata=MARK), User("sso", "sso@x")],
         [Key("kp", "sso", None), Key("kh", "sso", "hand"), Key("kt", "sso", "t1")],
     )
     plan = make_plan(want, have, POLICY)
@@ -344,7 +350,7 @@ def test_user_without_marker_is_only_removed_from_the_managed_team() -> None:
 
 def test_adoption_leaves_keys_of_non_members_alone() -> None:
     want = desired(dteam("t1", {"a": "user"}))
-    have = actual([ateam("t1", {"a": "user"}, managed=False)], [User("a", metadata=MARK)],
+    have = actual([ateam("t1", {"a": "user"}, managed=False)], [luser("a", metadata=MARK)],
                   [Key("bot", "ci-bot", "t1"), Key("svc", None, "t1")])
     plan = make_plan(want, have, policy_at(NOW, adopt_existing=True))
     assert not any(op.DESTRUCTIVE for op in plan.operations)
@@ -355,8 +361,8 @@ def test_every_destructive_operation_carries_its_claim() -> None:
     have = actual(
         [ateam("t1", {"a": "user", "b": "user", "d": "user"}), ateam("t2", {"b": "user"}),
          ateam("gone", {})],
-        [User("a", metadata=MARK), User("b", metadata=MARK),
-         User("d", metadata={**MARK, KEYCLOAK_ID: "kc-d"})],
+        [luser("a", metadata=MARK), luser("b", metadata=MARK),
+         luser("d", metadata={**MARK, KEYCLOAK_ID: "kc-d"})],
         [Key("kb", "b", "t1"), Key("kd", "d", None)],
     )
     plan = make_plan(want, have, POLICY)
