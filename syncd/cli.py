@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 drift (--check), 2 usage, 3 configuration, "
         "4 Keycloak read failed, 5 LiteLLM read failed, 6 partial apply, "
         "7 safety brake engaged, 8 LiteLLM refused the configuration (enterprise_license), "
-        "9 done with warnings (identity collisions), 10 internal error, "
+        "9 someone left without a LiteLLM user (identity), 10 internal error, "
         "143 --once stopped by SIGTERM/SIGINT.",
     )
     p.add_argument("command", nargs="?", choices=("run", "validate"), default="run",
