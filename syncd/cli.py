@@ -3,6 +3,8 @@
     syncd [--config FILE]                      run as a daemon (scheduled syncs)
     syncd --once [--dry-run | --check] [--json] [--force] [--push-metrics]
     syncd validate [--config FILE]             check the configuration and exit
+    syncd sync --user SUBJECT | --group PATH [--force] [--json]
+                                               apply one subject's plan now
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ import structlog
 
 from syncd import __version__
 from syncd.config import Settings, load_settings
-from syncd.errors import ConfigError, ExitCode
+from syncd.errors import ConfigError, ExitCode, SyncdError
 from syncd.logs import configure
 from syncd.metrics import Metrics, push_metrics
+from syncd.ondemand import GroupSubject, UserSubject, resolve_group, resolve_user, sync_subject
 from syncd.reconciler import Clients, Mode, Reconciler, RunReport
 from syncd.report import plan_json, render_plan
 from syncd.requests import Full
@@ -40,8 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
         "9 done with warnings (identity collisions), 10 internal error, "
         "143 --once stopped by SIGTERM/SIGINT.",
     )
-    p.add_argument("command", nargs="?", choices=("run", "validate"), default="run",
-                   help="run (default) or validate the configuration only")
+    p.add_argument("command", nargs="?", choices=("run", "validate", "sync"),
+                   default="run",
+                   help="run (default); validate the configuration only; "
+                   "sync one --user or --group now")
+    p.add_argument("--user", metavar="SUBJECT",
+                   help="sync: a Keycloak username, email or id, or a LiteLLM user id")
+    p.add_argument("--group", metavar="PATH", help="sync: a Keycloak group path (or id)")
     p.add_argument("-c", "--config", help="YAML configuration file (default: $SYNCD_CONFIG)")
     p.add_argument("--once", action="store_true", help="run one sync and exit (for cron)")
     mode = p.add_mutually_exclusive_group()
@@ -72,6 +80,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "validate":
         print("configuration is valid")
         return ExitCode.OK
+    if args.command == "sync":
+        if (args.user is None) == (args.group is None):
+            print("syncd: sync needs exactly one of --user SUBJECT or --group PATH",
+                  file=sys.stderr)
+            return ExitCode.USAGE
+        return sync_one(settings, user=args.user, group=args.group, force=args.force,
+                        as_json=args.json)
     if args.once or args.dry_run or args.check:
         mode: Mode = "dry-run" if args.dry_run else "check" if args.check else "apply"
         return run_once(settings, mode, force=args.force, as_json=args.json,
@@ -122,6 +137,68 @@ async def _once_until_signalled(
     reconciler = Reconciler(settings, clients, metrics, keep_view=False)
     try:
         return await reconciler.run(Full("--once"), mode=mode, force=force, stop=stop)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        await clients.aclose()
+
+
+def sync_one(settings: Settings, *, user: str | None, group: str | None, force: bool,
+             as_json: bool) -> int:
+    """``syncd sync --user/--group``: one subject's plan applied now (a scoped
+    request over a fresh read of both sides), printed as ``--once`` prints a run."""
+    metrics = Metrics()
+    outcome = asyncio.run(_sync_until_signalled(settings, user, group, force, metrics))
+    if isinstance(outcome, SyncdError):
+        _print(f"syncd: {outcome}", file=sys.stderr)
+        return int(outcome.exit_code)
+    subject, report = outcome
+    if not as_json:
+        _print(f"sync {subject.label}: scoped run over {_scope_text(report)}")
+    print_outcome(report, as_json=as_json)
+    return int(report.exit_code)
+
+
+def _scope_text(report: RunReport) -> str:
+    scope = report.scope
+    if scope is None:
+        return "everything (no kept state)"
+    return f"{len(scope.users)} user(s), {len(scope.teams)} team(s)"
+
+
+async def _sync_until_signalled(
+    settings: Settings, user: str | None, group: str | None, force: bool, metrics: Metrics
+) -> tuple[UserSubject | GroupSubject, RunReport] | SyncdError:
+    """Read both sides, find the subject, run its scoped request; a signal stops
+    it as it stops ``--once``. A failed read or an unknown subject is returned,
+    not raised: nothing was written."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    task = asyncio.current_task()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not stop.is_set():
+            log.warning("stop_requested", signal=sig.name)
+            stop.set()
+        elif task is not None:
+            task.cancel()
+
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, on_signal, sig)
+    clients = Clients(settings, metrics)
+    reconciler = Reconciler(settings, clients, metrics, keep_view=True)
+    try:
+        try:
+            await reconciler.observe()
+            subject: UserSubject | GroupSubject = (
+                await resolve_user(reconciler, user) if user is not None
+                else resolve_group(reconciler, group or "")
+            )
+            report = await sync_subject(reconciler, subject, force=force, stop=stop)
+        except SyncdError as exc:
+            return exc
+        return subject, report
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
