@@ -15,13 +15,15 @@ import json
 import signal
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 import structlog
 
 from syncd import __version__
 from syncd.config import Settings, load_settings
 from syncd.errors import ConfigError, ExitCode, SyncdError
+from syncd.explain import explain
+from syncd.explain import render as render_explanation
 from syncd.logs import configure
 from syncd.metrics import Metrics, push_metrics
 from syncd.ondemand import GroupSubject, UserSubject, resolve_group, resolve_user, sync_subject
@@ -43,10 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
         "9 done with warnings (identity collisions), 10 internal error, "
         "143 --once stopped by SIGTERM/SIGINT.",
     )
-    p.add_argument("command", nargs="?", choices=("run", "validate", "sync"),
+    p.add_argument("command", nargs="?", choices=("run", "validate", "sync", "explain"),
                    default="run",
                    help="run (default); validate the configuration only; "
-                   "sync one --user or --group now")
+                   "sync one --user or --group now; explain SUBJECT (or --group PATH)")
+    p.add_argument("subject", nargs="?",
+                   help="explain: a Keycloak username, email or id, or a LiteLLM user id")
     p.add_argument("--user", metavar="SUBJECT",
                    help="sync: a Keycloak username, email or id, or a LiteLLM user id")
     p.add_argument("--group", metavar="PATH", help="sync: a Keycloak group path (or id)")
@@ -87,6 +91,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return ExitCode.USAGE
         return sync_one(settings, user=args.user, group=args.group, force=args.force,
                         as_json=args.json)
+    if args.command == "explain":
+        user = args.subject or args.user
+        if (user is None) == (args.group is None):
+            print("syncd: explain needs a SUBJECT (user) or --group PATH", file=sys.stderr)
+            return ExitCode.USAGE
+        return explain_one(settings, user=user, group=args.group, as_json=args.json)
     if args.once or args.dry_run or args.check:
         mode: Mode = "dry-run" if args.dry_run else "check" if args.check else "apply"
         return run_once(settings, mode, force=args.force, as_json=args.json,
@@ -140,6 +150,33 @@ async def _once_until_signalled(
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
+        await clients.aclose()
+
+
+def explain_one(settings: Settings, *, user: str | None, group: str | None,
+                as_json: bool) -> int:
+    """``syncd explain``: read-only, one subject's facts and next steps."""
+    outcome = asyncio.run(_explain(settings, user, group))
+    if isinstance(outcome, SyncdError):
+        _print(f"syncd: {outcome}", file=sys.stderr)
+        return int(outcome.exit_code)
+    if as_json:
+        _print(json.dumps(Secrets.mask_data(outcome), indent=2, sort_keys=True, default=str))
+    else:
+        _print(render_explanation(outcome))
+    return ExitCode.OK
+
+
+async def _explain(settings: Settings, user: str | None,
+                   group: str | None) -> dict[str, Any] | SyncdError:
+    metrics = Metrics()
+    clients = Clients(settings, metrics)
+    reconciler = Reconciler(settings, clients, metrics, keep_view=True)
+    try:
+        return await explain(reconciler, user=user, group=group)
+    except SyncdError as exc:
+        return exc
+    finally:
         await clients.aclose()
 
 
