@@ -5,6 +5,8 @@
     syncd validate [--config FILE]             check the configuration and exit
     syncd sync --user SUBJECT | --group PATH [--force] [--json]
                                                apply one subject's plan now
+    syncd explain SUBJECT | --group PATH [--json]  why (no) access; what happens next
+    syncd doctor [--json]                      check the set-up, read-only
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ import structlog
 
 from syncd import __version__
 from syncd.config import Settings, load_settings
+from syncd.doctor import Check, diagnose
+from syncd.doctor import exit_code as doctor_exit
+from syncd.doctor import render as render_doctor
 from syncd.errors import ConfigError, ExitCode, SyncdError
 from syncd.explain import explain
 from syncd.explain import render as render_explanation
@@ -45,10 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
         "9 done with warnings (identity collisions), 10 internal error, "
         "143 --once stopped by SIGTERM/SIGINT.",
     )
-    p.add_argument("command", nargs="?", choices=("run", "validate", "sync", "explain"),
+    p.add_argument("command", nargs="?", choices=("run", "validate", "sync", "explain", "doctor"),
                    default="run",
                    help="run (default); validate the configuration only; "
-                   "sync one --user or --group now; explain SUBJECT (or --group PATH)")
+                   "sync one --user or --group now; explain SUBJECT (or --group PATH); "
+                   "doctor: check the set-up (read-only)")
     p.add_argument("subject", nargs="?",
                    help="explain: a Keycloak username, email or id, or a LiteLLM user id")
     p.add_argument("--user", metavar="SUBJECT",
@@ -91,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return ExitCode.USAGE
         return sync_one(settings, user=args.user, group=args.group, force=args.force,
                         as_json=args.json)
+    if args.command == "doctor":
+        return doctor_one(settings, as_json=args.json)
     if args.command == "explain":
         user = args.subject or args.user
         if (user is None) == (args.group is None):
@@ -150,6 +158,26 @@ async def _once_until_signalled(
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
+        await clients.aclose()
+
+
+def doctor_one(settings: Settings, *, as_json: bool) -> int:
+    """``syncd doctor``: one line per check; exit 0 all pass, 1 warnings, 2 a failure."""
+    checks = asyncio.run(_doctor(settings))
+    if as_json:
+        _print(json.dumps({"checks": [c.as_dict() for c in checks],
+                           "exit_code": doctor_exit(checks)}, indent=2))
+    else:
+        _print(render_doctor(checks))
+    return doctor_exit(checks)
+
+
+async def _doctor(settings: Settings) -> list[Check]:
+    metrics = Metrics()
+    clients = Clients(settings, metrics)
+    try:
+        return await diagnose(Reconciler(settings, clients, metrics, keep_view=True))
+    finally:
         await clients.aclose()
 
 

@@ -23,7 +23,7 @@ only the whole plan says whether this subject's steps would be held back.
 from __future__ import annotations
 
 from dataclasses import fields
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from syncd.desired import Group, SourceSnapshot, parse_setting, walk, why_team
@@ -236,13 +236,13 @@ async def explain_user(reconciler: Reconciler, report: RunReport,
     for row in litellm_users:
         since = row.get("blocked_since")
         if row.get("exists") and since is not None:
-            deadlines.append(_departure_deadline(since, dep.policy, dep.grace_days,
-                                                 dep.delete_users))
+            deadlines.append(f"blocked since {since}: " + _departure_deadline(
+                since, dep.policy, dep.grace_days, dep.delete_users))
     if not deadlines and any(op.KIND == "block_user" and mine(op)
                              for op in (*plan.operations, *plan.held_back)):
-        now = datetime.now().astimezone().isoformat()
-        deadlines.append(_departure_deadline(now, dep.policy, dep.grace_days, dep.delete_users)
-                         + " (the clock starts when the next run blocks them)")
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        deadlines.append("once the next run blocks them: " + _departure_deadline(
+            now, dep.policy, dep.grace_days, dep.delete_users))
     markers = {x for x in (kc, subject.username, subject.email, *ids) if x}
     nxt = _next_run(plan, names, mine, markers, deadlines)
     return {"subject": {"kind": "user", "text": subject.text, "matched_by": subject.matched_by,
@@ -257,10 +257,9 @@ def _departure_deadline(since: Any, policy: str, grace_days: float, delete_users
         what = "memberships removed and keys deleted"
         if delete_users:
             what += ", the user deleted"
-        return (f"blocked since {since}: {what} on {_deadline(since, grace_days)} under "
-                f"departures.policy: delete (grace_days {grace_days}) unless they come back")
-    return (f"blocked since {since}: stays blocked, memberships and keys kept, nothing deleted "
-            "(departures.policy: block)")
+        return (f"{what} on {_deadline(since, grace_days)} under departures.policy: delete "
+                f"(grace_days {grace_days:g}) unless they come back")
+    return "stays blocked, memberships and keys kept, nothing deleted (departures.policy: block)"
 
 
 def _role_why(reconciler: Reconciler, group: Group | None, subject: UserSubject,
@@ -290,8 +289,11 @@ def _next_run(plan: Plan, names: Names, mine: Any, markers: set[str],
     if plan.braked:
         brake = (f"the safety brake is engaged for the next run: {plan.brake_reason}; "
                  f"{len(plan.held_back)} destructive step(s) held back in all, "
-                 f"{len(held)} of them this subject's (--force applies them once)")
-    if not (ops or held or unconfirmed):
+                 f"{len(held)} of them this subject's (--force on syncd --once or syncd sync "
+                 "applies them once)")
+    if not (ops or held or unconfirmed) and warnings:
+        summary = "nothing: this subject is left out of the run (see identity below)"
+    elif not (ops or held or unconfirmed):
         summary = "nothing: LiteLLM already matches Keycloak for this subject"
     else:
         summary = (f"{len(ops)} change(s), {len(held)} held back by the brake, "
@@ -327,7 +329,8 @@ def explain_group(reconciler: Reconciler, report: RunReport,
     if row is not None:
         litellm = {"team": {"team_id": gid, "alias": row.alias, "managed": row.managed,
                             "blocked": row.blocked, "archived_at": row.metadata.get(ARCHIVED_AT),
-                            "members": len(row.members), **row.settings.managed_items()}}
+                            "members": len(set(row.members) - {actual.service_user_id}),
+                            **row.settings.managed_items()}}
     clashes = [t.team_id for t in actual.teams.values()
                if t.team_id != gid and not t.managed and team is not None
                and t.alias == team.alias]
