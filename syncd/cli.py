@@ -29,6 +29,7 @@ from syncd.doctor import render as render_doctor
 from syncd.errors import ConfigError, ExitCode, SyncdError
 from syncd.explain import explain
 from syncd.explain import render as render_explanation
+from syncd.http import RequestCounter
 from syncd.logs import configure
 from syncd.metrics import Metrics, push_metrics
 from syncd.ondemand import GroupSubject, UserSubject, resolve_group, resolve_user, sync_subject
@@ -217,9 +218,11 @@ def sync_one(settings: Settings, *, user: str | None, group: str | None, force: 
     if isinstance(outcome, SyncdError):
         _print(f"syncd: {outcome}", file=sys.stderr)
         return int(outcome.exit_code)
-    subject, report = outcome
+    subject, report, observed = outcome
     if not as_json:
-        _print(f"sync {subject.label}: scoped run over {_scope_text(report)}")
+        _print(f"sync {subject.label}: scoped run over {_scope_text(report)} (after reading "
+               f"both sides whole: requests keycloak={observed.total('keycloak')} "
+               f"litellm={observed.total('litellm')})")
     print_outcome(report, as_json=as_json)
     return int(report.exit_code)
 
@@ -233,7 +236,7 @@ def _scope_text(report: RunReport) -> str:
 
 async def _sync_until_signalled(
     settings: Settings, user: str | None, group: str | None, force: bool, metrics: Metrics
-) -> tuple[UserSubject | GroupSubject, RunReport] | SyncdError:
+) -> tuple[UserSubject | GroupSubject, RunReport, RequestCounter] | SyncdError:
     """Read both sides, find the subject, run its scoped request; a signal stops
     it as it stops ``--once``. A failed read or an unknown subject is returned,
     not raised: nothing was written."""
@@ -255,7 +258,7 @@ async def _sync_until_signalled(
     reconciler = Reconciler(settings, clients, metrics, keep_view=True)
     try:
         try:
-            await reconciler.observe()
+            observed = await reconciler.observe()
             subject: UserSubject | GroupSubject = (
                 await resolve_user(reconciler, user) if user is not None
                 else resolve_group(reconciler, group or "")
@@ -263,7 +266,7 @@ async def _sync_until_signalled(
             report = await sync_subject(reconciler, subject, force=force, stop=stop)
         except SyncdError as exc:
             return exc
-        return subject, report
+        return subject, report, observed
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)

@@ -114,3 +114,26 @@ def test_a_subject_that_names_nobody_is_one_line_and_exit_2_with_no_write(
     assert syncd.run("sync", "--group", "/llm/nope").code == 2
     assert syncd.run("sync").code == 2  # neither --user nor --group
     assert emulator.audit() == []
+
+
+def test_a_user_gone_from_keycloak_is_found_by_their_litellm_id_and_cut_off(
+    realm: KeycloakRealm, emulator: EmulatorAdmin, tmp_path: Path
+) -> None:
+    syncd = Syncd(realm, emulator, tmp_path, users={"id_from": "email"})
+    assert syncd.once().code == 0
+    cat = realm.user_id("cat")
+    realm.delete_user("cat")
+    explained = syncd.run("explain", "cat@example.com", "--json")  # the LiteLLM user id
+    assert explained.code == 0, explained.stderr
+    doc = explained.json
+    assert doc["subject"]["matched_by"] == "LiteLLM user id"
+    assert doc["subject"]["keycloak_id"] == cat
+    assert doc["desired"]["state"] == "departed: no such Keycloak user (deleted)"
+    assert [op["op"] for op in doc["next_run"]["operations"]] == ["block_user"]
+    emulator.clear_audit()
+    done = syncd.run("sync", "--user", "cat@example.com", "--json")
+    assert done.code == 0, done.stderr
+    assert [op["op"] for op in done.json["plan"]["operations"]] == ["block_user"]
+    assert users(emulator)["cat@example.com"]["metadata"]["scim_active"] is False
+    assert len(emulator.audit()) == done.json["summary"]["ll_writes"]
+    assert syncd.once("--check").code == 0
