@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         "4 Keycloak read failed, 5 LiteLLM read failed, 6 partial apply, "
         "7 safety brake engaged, 8 LiteLLM refused the configuration (enterprise_license), "
         "9 done with warnings (identity collisions), 10 internal error, "
-        "143 --once stopped by SIGTERM/SIGINT.",
+        "143 --once stopped by SIGTERM/SIGINT. "
+        "doctor: 0 all checks pass, 1 warnings, 2 a failure.",
     )
     p.add_argument("command", nargs="?", choices=("run", "validate", "sync", "explain", "doctor"),
                    default="run",
