@@ -3,6 +3,10 @@
     syncd [--config FILE]                      run as a daemon (scheduled syncs)
     syncd --once [--dry-run | --check] [--json] [--force] [--push-metrics]
     syncd validate [--config FILE]             check the configuration and exit
+    syncd sync --user SUBJECT | --group PATH [--force] [--json]
+                                               apply one subject's plan now
+    syncd explain SUBJECT | --group PATH [--json]  why (no) access; what happens next
+    syncd doctor [--json]                      check the set-up, read-only
 """
 
 from __future__ import annotations
@@ -13,15 +17,22 @@ import json
 import signal
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 import structlog
 
 from syncd import __version__
 from syncd.config import Settings, load_settings
-from syncd.errors import ConfigError, ExitCode
+from syncd.doctor import Check, diagnose
+from syncd.doctor import exit_code as doctor_exit
+from syncd.doctor import render as render_doctor
+from syncd.errors import ConfigError, ExitCode, SyncdError
+from syncd.explain import explain
+from syncd.explain import render as render_explanation
+from syncd.http import RequestCounter
 from syncd.logs import configure
 from syncd.metrics import Metrics, push_metrics
+from syncd.ondemand import GroupSubject, UserSubject, resolve_group, resolve_user, sync_subject
 from syncd.reconciler import Clients, Mode, Reconciler, RunReport
 from syncd.report import plan_json, render_plan
 from syncd.requests import Full
@@ -38,10 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
         "4 Keycloak read failed, 5 LiteLLM read failed, 6 partial apply, "
         "7 safety brake engaged, 8 LiteLLM refused the configuration (enterprise_license), "
         "9 someone left without a LiteLLM user (identity), 10 internal error, "
-        "143 --once stopped by SIGTERM/SIGINT.",
+        "143 --once stopped by SIGTERM/SIGINT. "
+        "doctor: 0 all checks pass, 1 warnings, 2 a failure.",
     )
-    p.add_argument("command", nargs="?", choices=("run", "validate"), default="run",
-                   help="run (default) or validate the configuration only")
+    p.add_argument("command", nargs="?", choices=("run", "validate", "sync", "explain", "doctor"),
+                   default="run",
+                   help="run (default); validate the configuration only; "
+                   "sync one --user or --group now; explain SUBJECT (or --group PATH); "
+                   "doctor: check the set-up (read-only)")
+    p.add_argument("subject", nargs="?",
+                   help="explain: a Keycloak username, email or id, or a LiteLLM user id")
+    p.add_argument("--user", metavar="SUBJECT",
+                   help="sync: a Keycloak username, email or id, or a LiteLLM user id")
+    p.add_argument("--group", metavar="PATH", help="sync: a Keycloak group path (or id)")
     p.add_argument("-c", "--config", help="YAML configuration file (default: $SYNCD_CONFIG)")
     p.add_argument("--once", action="store_true", help="run one sync and exit (for cron)")
     mode = p.add_mutually_exclusive_group()
@@ -72,6 +92,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "validate":
         print("configuration is valid")
         return ExitCode.OK
+    if args.command == "sync":
+        if (args.user is None) == (args.group is None):
+            print("syncd: sync needs exactly one of --user SUBJECT or --group PATH",
+                  file=sys.stderr)
+            return ExitCode.USAGE
+        return sync_one(settings, user=args.user, group=args.group, force=args.force,
+                        as_json=args.json)
+    if args.command == "doctor":
+        return doctor_one(settings, as_json=args.json)
+    if args.command == "explain":
+        user = args.subject or args.user
+        if (user is None) == (args.group is None):
+            print("syncd: explain needs a SUBJECT (user) or --group PATH", file=sys.stderr)
+            return ExitCode.USAGE
+        return explain_one(settings, user=user, group=args.group, as_json=args.json)
     if args.once or args.dry_run or args.check:
         mode: Mode = "dry-run" if args.dry_run else "check" if args.check else "apply"
         return run_once(settings, mode, force=args.force, as_json=args.json,
@@ -122,6 +157,117 @@ async def _once_until_signalled(
     reconciler = Reconciler(settings, clients, metrics, keep_view=False)
     try:
         return await reconciler.run(Full("--once"), mode=mode, force=force, stop=stop)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        await clients.aclose()
+
+
+def doctor_one(settings: Settings, *, as_json: bool) -> int:
+    """``syncd doctor``: one line per check; exit 0 all pass, 1 warnings, 2 a failure."""
+    checks = asyncio.run(_doctor(settings))
+    if as_json:
+        _print(json.dumps({"checks": [c.as_dict() for c in checks],
+                           "exit_code": doctor_exit(checks)}, indent=2))
+    else:
+        _print(render_doctor(checks))
+    return doctor_exit(checks)
+
+
+async def _doctor(settings: Settings) -> list[Check]:
+    metrics = Metrics()
+    clients = Clients(settings, metrics)
+    try:
+        return await diagnose(Reconciler(settings, clients, metrics, keep_view=True))
+    finally:
+        await clients.aclose()
+
+
+def explain_one(settings: Settings, *, user: str | None, group: str | None,
+                as_json: bool) -> int:
+    """``syncd explain``: read-only, one subject's facts and next steps."""
+    outcome = asyncio.run(_explain(settings, user, group))
+    if isinstance(outcome, SyncdError):
+        _print(f"syncd: {outcome}", file=sys.stderr)
+        return int(outcome.exit_code)
+    if as_json:
+        _print(json.dumps(Secrets.mask_data(outcome), indent=2, sort_keys=True, default=str))
+    else:
+        _print(render_explanation(outcome))
+    return ExitCode.OK
+
+
+async def _explain(settings: Settings, user: str | None,
+                   group: str | None) -> dict[str, Any] | SyncdError:
+    metrics = Metrics()
+    clients = Clients(settings, metrics)
+    reconciler = Reconciler(settings, clients, metrics, keep_view=True)
+    try:
+        return await explain(reconciler, user=user, group=group)
+    except SyncdError as exc:
+        return exc
+    finally:
+        await clients.aclose()
+
+
+def sync_one(settings: Settings, *, user: str | None, group: str | None, force: bool,
+             as_json: bool) -> int:
+    """``syncd sync --user/--group``: one subject's plan applied now (a scoped
+    request over a fresh read of both sides), printed as ``--once`` prints a run."""
+    metrics = Metrics()
+    outcome = asyncio.run(_sync_until_signalled(settings, user, group, force, metrics))
+    if isinstance(outcome, SyncdError):
+        _print(f"syncd: {outcome}", file=sys.stderr)
+        return int(outcome.exit_code)
+    subject, report, observed = outcome
+    if not as_json:
+        _print(f"sync {subject.label}: scoped run over {_scope_text(report)} (after reading "
+               f"both sides whole: requests keycloak={observed.total('keycloak')} "
+               f"litellm={observed.total('litellm')})")
+    print_outcome(report, as_json=as_json)
+    return int(report.exit_code)
+
+
+def _scope_text(report: RunReport) -> str:
+    scope = report.scope
+    if scope is None:
+        return "everything (no kept state)"
+    return f"{len(scope.users)} user(s), {len(scope.teams)} team(s)"
+
+
+async def _sync_until_signalled(
+    settings: Settings, user: str | None, group: str | None, force: bool, metrics: Metrics
+) -> tuple[UserSubject | GroupSubject, RunReport, RequestCounter] | SyncdError:
+    """Read both sides, find the subject, run its scoped request; a signal stops
+    it as it stops ``--once``. A failed read or an unknown subject is returned,
+    not raised: nothing was written."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    task = asyncio.current_task()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not stop.is_set():
+            log.warning("stop_requested", signal=sig.name)
+            stop.set()
+        elif task is not None:
+            task.cancel()
+
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, on_signal, sig)
+    clients = Clients(settings, metrics)
+    reconciler = Reconciler(settings, clients, metrics, keep_view=True)
+    try:
+        try:
+            observed = await reconciler.observe()
+            subject: UserSubject | GroupSubject = (
+                await resolve_user(reconciler, user) if user is not None
+                else resolve_group(reconciler, group or "")
+            )
+            report = await sync_subject(reconciler, subject, force=force, stop=stop)
+        except SyncdError as exc:
+            return exc
+        return subject, report, observed
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)

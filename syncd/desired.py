@@ -117,13 +117,28 @@ def selected(groups: Iterable[Group], rules: Rules) -> list[Group]:
 
 
 def _is_team(group: Group, rules: Rules) -> bool:
-    if any(_under(group.path, ex) for ex in rules.exclude_paths):
-        return False
+    return why_team(group, rules)[0]
+
+
+def why_team(group: Group, rules: Rules) -> tuple[bool, str]:
+    """Whether `group` becomes a team, and the rule that decides it in the
+    configuration's words: the one decision, so ``syncd explain`` can never
+    give a reason the run does not follow."""
+    excluded = next((ex for ex in rules.exclude_paths if _under(group.path, ex)), None)
+    if excluded is not None:
+        return False, f"excluded by selection.exclude_paths {excluded}"
     if _is_admin_subgroup(group, rules):
-        return False  # the admins of its parent team, not a team of its own
-    by_path = any(_under(group.path, p) for p in rules.path_prefixes)
-    by_attr = bool(rules.attribute) and _truthy(group.attributes.get(rules.attribute or ""))
-    return by_path or by_attr
+        # The admins of its parent team, not a team of its own.
+        return False, f"admin subgroup (members.admin_subgroup: {rules.admin_subgroup})"
+    prefix = next((p for p in rules.path_prefixes if _under(group.path, p)), None)
+    if prefix is not None:
+        return True, f"under selection.path_prefixes {prefix}"
+    if rules.attribute and _truthy(group.attributes.get(rules.attribute)):
+        return True, f"group attribute {rules.attribute} is true (selection.attribute)"
+    by = [f"not under selection.path_prefixes {list(rules.path_prefixes)}"]
+    if rules.attribute:
+        by.append(f"no true attribute {rules.attribute}")
+    return False, " and ".join(by)
 
 
 def _is_admin_subgroup(group: Group, rules: Rules) -> bool:

@@ -114,6 +114,14 @@ class ConfigRefused(SyncdError):
     stage = "config"
 
 
+class UnknownSubject(SyncdError):
+    """``syncd sync|explain SUBJECT`` names no one, or more than one: the operator
+    is shown who matched and asked to be precise (a usage error, nothing written)."""
+
+    exit_code = ExitCode.USAGE
+    stage = "usage"
+
+
 class RunInterrupted(SyncdError):
     """The run was asked to stop (SIGTERM/SIGINT to ``--once``) before it finished.
 

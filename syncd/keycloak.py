@@ -383,6 +383,16 @@ class KeycloakReader:
         """The group, or None when it is gone."""
         return await self._object_or_none("group", group_id)
 
+    async def find_users(self, field: str, value: str) -> list[dict[str, Any]]:
+        """Users whose `field` (``username`` or ``email``) is exactly `value`: how an
+        operator's ``syncd explain alice`` finds alice (``GET /users?exact=true``)."""
+        reply = await self._get("/users", {field: value, "exact": "true", "max": 10})
+        if not isinstance(reply, list):
+            raise SourceReadError(
+                f"Keycloak GET {self.prefix}/users returned {type(reply).__name__}"
+            )
+        return [u for u in reply if isinstance(u, dict)]
+
     # -- admin events, for the fast path (syncd.events) --------------------
     async def read_events_config(self) -> dict[str, Any]:
         """The realm's event settings (``adminEventsEnabled``); needs 'view-events'."""

@@ -370,6 +370,16 @@ class Reconciler:
     def can_scope(self) -> bool:
         return self.snapshot is not None and self.view is not None
 
+    async def observe(self) -> RequestCounter:
+        """Read both sides whole and keep them, without planning or confirming:
+        the kept state an operator's scoped request (``syncd sync --user``) builds
+        on. Raises SourceReadError / TargetReadError like a full run's reads;
+        returns the requests it made."""
+        counter = self.clients.start_run()
+        snapshot, _, actual = await _read_both(self._read_source(), self._read_target())
+        self.snapshot, self.view = snapshot, actual
+        return counter
+
     async def run(
         self,
         request: ReconcileRequest,

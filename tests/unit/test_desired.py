@@ -18,6 +18,8 @@ from syncd.desired import (
     parse_setting,
     selected,
     still_selected,
+    walk,
+    why_team,
 )
 from syncd.model import TeamSettings
 from syncd.reconciler import rules_from
@@ -60,6 +62,22 @@ def test_prefix_attribute_exclude_and_admin_subgroup() -> None:
     rules = Rules(path_prefixes=("/llm",), attribute="litellm.sync",
                   exclude_paths=("/llm/archive",), admin_subgroup="admins")
     assert paths(selected(tree(), rules)) == ["/llm", "/llm/research", "/other/ds"]
+
+
+def test_why_team_names_the_rule_that_decides_each_group() -> None:
+    """What ``syncd explain`` prints is the decision the run makes, in config words."""
+    rules = Rules(path_prefixes=("/llm",), attribute="litellm.sync",
+                  exclude_paths=("/llm/archive",), admin_subgroup="admins")
+    why = {group.path: why_team(group, rules) for group in walk(tree())}
+    assert why["/llm/research"] == (True, "under selection.path_prefixes /llm")
+    assert why["/llm/archive"] == (False, "excluded by selection.exclude_paths /llm/archive")
+    assert why["/llm/research/admins"] == (False, "admin subgroup (members.admin_subgroup: "
+                                                  "admins)")
+    assert why["/other/ds"] == (True, "group attribute litellm.sync is true "
+                                      "(selection.attribute)")
+    assert why["/other"] == (False, "not under selection.path_prefixes ['/llm'] and no true "
+                                    "attribute litellm.sync")
+    assert [p for p, (chosen, _) in why.items() if chosen] == paths(selected(tree(), rules))
 
 
 def test_without_an_admin_subgroup_rule_admins_is_a_team_like_any_other() -> None:
