@@ -288,6 +288,13 @@ def plan_checks(reconciler: Reconciler, report: RunReport) -> list[Check]:
                          f"identity collision: {_names(collisions)}",
                          "README 'Existing LiteLLM users': users.link_by_email or "
                          "users.id_from, or fix the emails in Keycloak"))
+    elif plan.withheld_emails:
+        out.append(Check("identity.collisions", "WARN",
+                         f"{plan.withheld_emails} Keycloak user(s) synced with their teams but "
+                         f"without their email (shared, or held by another LiteLLM user): "
+                         f"{_names(collisions)}",
+                         "README 'Existing LiteLLM users': make the emails unique in Keycloak, "
+                         "verify them for users.link_by_email, or free the address in LiteLLM"))
     else:
         out.append(Check("identity.collisions", "PASS", "no identity collision"))
     links = [op for op in (*plan.operations, *plan.held_back) if isinstance(op, LinkUser)]

@@ -52,12 +52,13 @@ def test_explain_a_member_a_departed_user_a_collision_and_groups_without_writing
                   selection={"path_prefixes": ["/llm"], "attribute": "litellm.sync"},
                   teams={"defaults": {"rpm_limit": 10},
                          "overrides": {"/llm/red": {"tpm_limit": 100}}},
-                  departures={"policy": "delete", "grace_days": 30})
-    assert syncd.once().code == 9  # eve's collision
+                  departures={"policy": "delete", "grace_days": 30},
+                  users={"link_by_email": "false"})  # legacy-eve is not taken over
+    assert syncd.once().code == 0  # eve's email is withheld; she has her teams (issue 24)
     uid, gid = realm.user_ids(), realm.group_ids()
     emulator.generate_key(user_id=uid["ben"], team_id=gid["/llm/blue"], key_alias="ben-key")
     realm.remove_user_from_group("ben", "/llm/blue")
-    assert syncd.once().code == 9  # ben blocked
+    assert syncd.once().code == 0  # ben blocked
     emulator.clear_audit()
 
     ann = syncd.run("explain", "ann", "--json")
