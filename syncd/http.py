@@ -98,7 +98,7 @@ class AdaptiveLimit:
         """Adjust the limit for one answer to a request sent at `started`."""
         before = self.current
         if overloaded:
-            if started < self.decreased_at:
+            if started <= self.decreased_at:
                 return
             self.limit = max(1.0, self.limit / 2)
             self.decreased_at = self.clock()
