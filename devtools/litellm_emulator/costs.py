@@ -43,12 +43,15 @@ from pydantic import BaseModel, Field
 from devtools.litellm_emulator.faults import ADMIN_PREFIX, ASGIApp, Message, Receive, Scope, Send
 
 TX_EXPIRED_MESSAGE = (
-    "Transaction API error: Transaction already closed: A commit cannot be executed on an "
-    "expired transaction. The timeout for this transaction was {limit} ms, however {spent} ms "
-    "passed since the start of the transaction. Consider increasing the interactive "
-    "transaction timeout or doing less work in the transaction."
+    "Transaction already closed: A query cannot be executed on an expired transaction. The "
+    "timeout for this transaction was {limit} ms, however {spent} ms passed since the start of "
+    "the transaction. Consider increasing the interactive transaction timeout or doing less "
+    "work in the transaction."
 )
-"""Prisma's P2028 text, which the proxy passes on as the 500's message."""
+"""Prisma's P2028 text. On the real proxy the next member write on the expired
+transaction raises it, and ``team_endpoints.py::_process_team_members`` wraps it:
+500 E2 ``{"detail": {"error": "Unable to add user - <member>, to team - <id>, for
+reason - Transaction already closed: ..."}}`` (seen on the real proxy)."""
 
 UNIQUE_MESSAGE = "Unique constraint failed on the fields: (`{field}`)"
 

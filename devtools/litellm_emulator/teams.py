@@ -793,7 +793,8 @@ async def team_member_add(
         await costs.spend_items("POST", "/team/member_add", len(members))
         expired = costs.tx_expired(started)
         if expired is not None:  # rolled back: nothing of the batch is applied
-            raise openai_error(500, expired)
+            raise detail_error(500, {"error": f"Unable to add user - {members[0]}, to team - "
+                                              f"{data.team_id}, for reason - {expired}"})
         return apply()
 
 

@@ -42,8 +42,10 @@ def test_concurrent_batches_to_one_team_wait_and_the_late_one_is_rolled_back(
     statuses = sorted(r.status_code for r in answers)
     assert statuses == [200, 500]  # 150 ms each, the second waited 150 ms: 300 > 250
     failed = next(r for r in answers if r.status_code == 500)
-    assert "expired transaction" in failed.json()["error"]["message"]
-    assert failed.json()["error"]["type"] == "internal_server_error"
+    # As the real proxy: _process_team_members wraps Prisma's P2028 (E2 body).
+    error = failed.json()["detail"]["error"]
+    assert error.startswith("Unable to add user - ") and "to team - t1, for reason - " in error
+    assert "Transaction already closed: A query cannot be executed on an expired" in error
     members = api.get("/team/info", params={"team_id": "t1"}).json()["team_info"][
         "members_with_roles"
     ]
