@@ -142,6 +142,7 @@ async def write_in_batches(
     budget: RetryBudget,
     on_done: Callable[[list[T]], None],
     on_split: Callable[[int, int, WriteUncertain], None] | None = None,
+    stopped: Callable[[], bool] = lambda: False,
 ) -> BatchOutcome[T]:
     """Send `items` in batches of `size.size`, one batch at a time, never losing or
     repeating one.
@@ -154,11 +155,12 @@ async def write_in_batches(
     down to single items, each resend taking one retry from the run's `budget`.
     A single item that still fails after `SINGLE_ATTEMPTS` attempts, or any item
     once the budget is spent, fails with the last error. `on_done` is called as
-    items are known done, so a cancellation loses no progress."""
+    items are known done, so a cancellation loses no progress. Once `stopped()`
+    (a stop request), no further batch starts: the rest counts as not started."""
     outcome: BatchOutcome[T] = BatchOutcome()
     pending: deque[T] = deque(items)
     attempts: dict[Hashable, int] = {}
-    while pending:
+    while pending and not stopped():
         chunk = [pending.popleft() for _ in range(min(size.size, len(pending)))]
         try:
             await send(chunk)
@@ -394,7 +396,7 @@ class Applier:
 
         outcome = await write_in_batches(
             ops, send, key=key, present=present, size=self.batch, budget=self.budget,
-            on_done=on_done, on_split=on_split,
+            on_done=on_done, on_split=on_split, stopped=lambda: self.stopped,
         )
         self.result.batches_split += outcome.splits
         self.result.retried += outcome.retried

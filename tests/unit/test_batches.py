@@ -116,3 +116,14 @@ def test_batch_size_halves_to_half_the_failed_batch_never_grows(failed: int, exp
     size = BatchSize(100)
     assert size.shrink(failed) == expected
     assert size.shrink(100) == expected  # a larger failed batch never grows it back
+
+
+async def test_a_stop_request_starts_no_further_batch() -> None:
+    team, size = Team(capacity=100), BatchSize(10)
+    done: list[str] = []
+    outcome = await write_in_batches(
+        [f"u{i}" for i in range(50)], team.send, key=lambda m: m, present=team.present,
+        size=size, budget=RetryBudget(5), on_done=done.extend,
+        stopped=lambda: len(team.sent) >= 2,
+    )
+    assert len(team.sent) == 2 and len(done) == 20 and not outcome.failed
