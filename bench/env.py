@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 from bench.scenario import CLIENT_ID, CLIENT_SECRET, GENERATOR_VERSION, REALM, Scenario
@@ -200,12 +201,24 @@ class BenchKeycloak:
 
 
 class BenchEmulator:
-    """The LiteLLM emulator as a separate process with `latency_ms` on every request."""
+    """The LiteLLM emulator as a separate process with `latency_ms` on every request,
+    and the cost model `costs` (``--costs``: "off", "real-1.110.2")."""
 
-    def __init__(self, latency_ms: float) -> None:
+    counts_requests = True
+    kind = "emulator"
+
+    def __init__(self, latency_ms: float, costs: str = "off") -> None:
         self.latency_ms = latency_ms
-        self.process = EmulatorProcess(MASTER_KEY, ["--latency-ms", str(latency_ms)])
+        self.costs = costs
+        self.process = EmulatorProcess(
+            MASTER_KEY, ["--latency-ms", str(latency_ms), "--costs", costs]
+        )
         self.admin: EmulatorAdmin | None = None
+
+    @property
+    def pid(self) -> int | None:
+        proc = self.process._proc
+        return proc.pid if proc is not None else None
 
     @property
     def url(self) -> str:
@@ -214,7 +227,8 @@ class BenchEmulator:
     def start(self) -> BenchEmulator:
         self.process.start()
         self.admin = EmulatorAdmin(self.url, MASTER_KEY, timeout=300)
-        log(f"emulator up at {self.url} ({self.latency_ms} ms latency per request)")
+        log(f"emulator up at {self.url} ({self.latency_ms} ms latency per request, "
+            f"costs {self.costs})")
         return self
 
     def close(self) -> None:
@@ -266,6 +280,119 @@ class BenchEmulator:
         self.close()
 
 
+REAL_LITELLM = Path(os.environ.get("REAL_LITELLM_DIR", "/work/shared/real-litellm"))
+
+
+class RealAdmin:
+    """What the bench asks of LiteLLM besides syncd's runs, through the real API:
+    keys made by people, and the whole state read back for verification."""
+
+    def __init__(self, url: str) -> None:
+        self.http = httpx.Client(base_url=url, timeout=300,
+                                 headers={"Authorization": f"Bearer {MASTER_KEY}",
+                                          "litellm-changed-by": "bench"})
+
+    def close(self) -> None:
+        self.http.close()
+
+    def generate_key(self, **fields: Any) -> dict[str, Any]:
+        response = self.http.post("/key/generate", json=fields)
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def _all(self, path: str, rows: str, size: str, **params: Any) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            body = self.http.get(path, params={"page": page, size: 100, **params}).json()
+            out.extend(body[rows])
+            if page >= int(body.get("total_pages") or 1):
+                return out
+            page += 1
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "teams": self._all("/v2/team/list", "teams", "page_size"),
+            "users": self._all("/user/list", "users", "page_size"),
+            "keys": self._all("/key/list", "keys", "size", return_full_object="true"),
+        }
+
+
+class BenchRealProxy:
+    """A fresh real LiteLLM 1.110.2 proxy (``../shared/real-litellm/start.sh``): an
+    empty database, one proxy process. It counts nothing and injects no faults, so
+    the bench takes LiteLLM's request counts from syncd's own summary there."""
+
+    counts_requests = False
+    kind = "real"
+    latency_ms = 0.0
+
+    def __init__(self, port: int = 14620) -> None:
+        self.port = port
+        self.url = ""
+        self.pid: int | None = None
+        self.admin: RealAdmin | None = None
+
+    def start(self) -> BenchRealProxy:
+        script = REAL_LITELLM / "start.sh"
+        if not script.exists():
+            raise SystemExit(f"{script} not found: no real LiteLLM proxy here")
+        started = time.perf_counter()
+        out = subprocess.run(["bash", str(script), str(self.port), MASTER_KEY],
+                             capture_output=True, text=True, timeout=900)
+        line = next((x for x in out.stdout.splitlines()
+                     if x.startswith("REAL_LITELLM_READY")), None)
+        if out.returncode != 0 or line is None:
+            raise SystemExit(f"start.sh failed ({out.returncode}): {out.stderr[-2000:]}")
+        fields = dict(part.split("=", 1) for part in line.split()[1:])
+        self.url, self.pid = fields["url"], int(fields["pid"])
+        self.admin = RealAdmin(self.url)
+        log(f"real LiteLLM 1.110.2 up at {self.url} in {time.perf_counter() - started:.0f}s")
+        return self
+
+    def close(self) -> None:
+        if self.admin is not None:
+            self.admin.close()
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, 15)
+
+    def set_faults(self, rules: list[dict[str, Any]], seed: int | None = None) -> None:
+        raise RuntimeError("the real proxy injects no faults")
+
+    def normal(self) -> None:
+        pass
+
+    @contextlib.contextmanager
+    def no_latency(self) -> Iterator[RealAdmin]:
+        assert self.admin is not None
+        yield self.admin
+
+    def counters(self) -> dict[str, Any]:
+        return {"paths": {}, "total": {"reads": 0, "writes": 0}, "faults": {}}
+
+    def reset_counters(self) -> None:
+        pass
+
+    def totals(self) -> dict[str, int]:
+        assert self.admin is not None
+        http = self.admin.http
+        teams = http.get("/v2/team/list", params={"page": 1, "page_size": 1}).json()
+        users = http.get("/user/list", params={"page": 1, "page_size": 1}).json()
+        keys = http.get("/key/list", params={"page": 1, "size": 1}).json()
+        return {"teams": teams["total"], "users": users["total"], "keys": keys["total_count"]}
+
+    def __enter__(self) -> BenchRealProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+LiteLLMTarget = BenchEmulator | BenchRealProxy
+
+
 # --------------------------------------------------------------------------- syncd
 
 
@@ -298,7 +425,7 @@ class SyncdRun:
 class SyncdRunner:
     """Writes syncd's configuration and runs ``syncd --once --json`` as a child process."""
 
-    def __init__(self, workdir: Path, keycloak: BenchKeycloak, emulator: BenchEmulator,
+    def __init__(self, workdir: Path, keycloak: BenchKeycloak, emulator: LiteLLMTarget,
                  scenario: Scenario, overrides: Mapping[str, Mapping[str, Any]] | None = None,
                  profile: str | None = None) -> None:
         self.workdir = workdir
@@ -437,17 +564,16 @@ def machine_busy_seconds() -> float:
 class CpuMeter:
     """CPU used by Keycloak, the emulator and the whole machine between start and stop."""
 
-    def __init__(self, keycloak: BenchKeycloak, emulator: BenchEmulator) -> None:
+    def __init__(self, keycloak: BenchKeycloak, emulator: LiteLLMTarget) -> None:
         self.keycloak = keycloak
         self.emulator = emulator
         self.start: dict[str, float] = {}
 
     def _read(self) -> dict[str, float]:
         kc = self.keycloak.server.pid if self.keycloak.server is not None else None
-        proc = self.emulator.process._proc
         return {
             "keycloak": process_cpu_seconds(kc, group=True),
-            "emulator": process_cpu_seconds(proc.pid if proc is not None else None),
+            "emulator": process_cpu_seconds(self.emulator.pid),
             "bench": process_cpu_seconds(os.getpid()),
             "machine": machine_busy_seconds(),
             "wall": time.perf_counter(),

@@ -20,15 +20,16 @@ records the operations it cut off as interrupted, so the summary is honest.
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
-from collections.abc import Sequence
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
-from typing import assert_never
+from typing import Generic, TypeVar, assert_never
 
 import structlog
 
-from syncd.errors import TargetWriteError
+from syncd.errors import TargetWriteError, WriteUncertain
+from syncd.http import RetryBudget
 from syncd.litellm import LiteLLMClient
 from syncd.operations import (
     AddMember,
@@ -56,7 +57,10 @@ from syncd.operations import (
 
 log = structlog.get_logger("syncd.apply")
 
-BATCH = 100  # members per member_add, keys per key/delete
+BATCH = 100  # members per member_add, keys per key/delete, until a batch fails
+# Attempts of one operation alone (a batch of one) answered 5xx or timing out,
+# before it is a failure of this run; each retry also takes from the run's budget.
+SINGLE_ATTEMPTS = 3
 # Op groups in flight at once, at most. Starting one task per operation
 # for 10,000 users only holds 10,000 suspended requests in memory. The Applier
 # runs as many workers as the HTTP client may send at once (litellm.concurrency),
@@ -84,6 +88,10 @@ class ApplyResult:
     # Cut off by a cancellation while their request was in flight: outcome unknown.
     interrupted: list[Op] = field(default_factory=list)
     not_started: int = 0  # left out because the run was asked to stop
+    # A batched write answered 5xx or timing out was re-read and its missing part
+    # sent again in halves: batches split, and operations sent again (each time).
+    batches_split: int = 0
+    retried: int = 0
 
     @property
     def config_error(self) -> str | None:
@@ -96,18 +104,128 @@ class ApplyResult:
         )
 
 
+T = TypeVar("T")
+
+
+class BatchSize:
+    """How many members (or keys) one batched write carries, for the whole run.
+
+    It starts at `BATCH`. A batch answered 5xx or timing out halves it (to half of
+    the failed batch at most, so that concurrent failures of one overload halve it
+    once, not once each); it never grows back within the run: the proxy's
+    transaction limit does not loosen, and the size that worked keeps working.
+    """
+
+    def __init__(self, start: int = BATCH) -> None:
+        self.size = max(1, start)
+
+    def shrink(self, failed: int) -> int:
+        self.size = max(1, min(self.size, failed // 2))
+        return self.size
+
+
+@dataclass
+class BatchOutcome(Generic[T]):
+    """What a batched write left undone, and what it cost to get the rest through."""
+
+    failed: list[tuple[T, TargetWriteError]] = field(default_factory=list)
+    splits: int = 0  # failed batches whose missing part was sent again in halves
+    retried: int = 0  # items sent again (each time they were)
+
+
+async def write_in_batches(
+    items: Sequence[T],
+    send: Callable[[list[T]], Awaitable[None]],
+    *,
+    key: Callable[[T], Hashable],
+    present: Callable[[], Awaitable[set[Hashable] | None]] | None,
+    size: BatchSize,
+    budget: RetryBudget,
+    on_done: Callable[[list[T]], None],
+    on_split: Callable[[int, int, WriteUncertain], None] | None = None,
+    stopped: Callable[[], bool] = lambda: False,
+) -> BatchOutcome[T]:
+    """Send `items` in batches of `size.size`, one batch at a time, never losing or
+    repeating one.
+
+    A batch answered with a refusal (4xx) fails as a whole: retrying cannot change
+    it. A batch whose outcome is uncertain (5xx, timeout) is not final: unless the
+    answer says its transaction was rolled back, `present()` re-reads which items
+    the target now holds (a member in the team), and those are done, never sent
+    again; the rest goes back to the front of the queue and is sent in halves,
+    down to single items, each resend taking one retry from the run's `budget`.
+    A single item that still fails after `SINGLE_ATTEMPTS` attempts, or any item
+    once the budget is spent, fails with the last error. `on_done` is called as
+    items are known done, so a cancellation loses no progress. Once `stopped()`
+    (a stop request), no further batch starts: the rest counts as not started."""
+    outcome: BatchOutcome[T] = BatchOutcome()
+    pending: deque[T] = deque(items)
+    attempts: dict[Hashable, int] = {}
+    while pending and not stopped():
+        chunk = [pending.popleft() for _ in range(min(size.size, len(pending)))]
+        try:
+            await send(chunk)
+        except WriteUncertain as exc:
+            error = exc
+        except TargetWriteError as exc:
+            outcome.failed.extend((item, exc) for item in chunk)
+            continue
+        else:
+            on_done(chunk)
+            continue
+        missing = chunk
+        if present is not None and not error.rolled_back:
+            try:
+                have = await present()
+            except TargetWriteError:
+                have = None  # still unknown: resend it all; what is there counts as done
+            if have is not None:
+                applied = [item for item in chunk if key(item) in have]
+                if applied:
+                    on_done(applied)
+                missing = [item for item in chunk if key(item) not in have]
+        if not missing:
+            continue
+        if len(missing) == 1:
+            k = key(missing[0])
+            attempts[k] = attempts.get(k, 1) + 1
+            if attempts[k] > SINGLE_ATTEMPTS:
+                outcome.failed.append((missing[0], error))
+                continue
+        if not budget.take():
+            outcome.failed.extend((item, error) for item in missing)
+            continue
+        if len(chunk) > 1:
+            outcome.splits += 1
+            new_size = size.shrink(len(chunk))
+            if on_split is not None:
+                on_split(len(chunk), new_size, error)
+        outcome.retried += len(missing)
+        pending.extendleft(reversed(missing))
+    return outcome
+
+
 class Applier:
     def __init__(
         self, client: LiteLLMClient, stop: asyncio.Event | None = None,
-        in_flight: int = IN_FLIGHT,
+        in_flight: int = IN_FLIGHT, budget: RetryBudget | None = None,
     ) -> None:
+        """`budget` is the run's retry budget (the LiteLLM client's when not given):
+        re-sending parts of failed batches spends from it like HTTP retries do."""
         self.client = client
         self.stop = stop
         self.in_flight = max(1, min(in_flight, IN_FLIGHT))
+        self.budget = budget if budget is not None else client.api.budget
+        self.batch = BatchSize()
+        client.api.metrics.batch_size.set(self.batch.size)
         self.result = ApplyResult()
         self.failed_users: set[str] = set()
         self.failed_teams: set[str] = set()
         self.failed_adds: set[tuple[str, str]] = set()
+        # One member write at a time per team: the proxy serialises them on the
+        # team's advisory lock inside each write's transaction, so two concurrent
+        # batches to one team only wait on each other towards the time limit.
+        self.team_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     @property
     def stopped(self) -> bool:
@@ -149,7 +267,12 @@ class Applier:
         await asyncio.gather(*(worker() for _ in range(min(self.in_flight, len(groups)))))
 
     def _groups(self, ops: list[Op]) -> list[list[Op]]:
-        """Batchable operations together; everything else on its own."""
+        """Batchable operations together; everything else on its own.
+
+        A team's member adds are one group, sent batch after batch by one worker,
+        so concurrency is spread across teams, never within one. The largest
+        groups start first: a team of 1,200 is twelve batches in a row, and
+        starting it last would leave it running alone at the end."""
         adds: dict[tuple[str, str], list[Op]] = defaultdict(list)
         deletes: list[Op] = []
         singles: list[list[Op]] = []
@@ -160,10 +283,9 @@ class Applier:
                 deletes.append(op)
             else:
                 singles.append([op])
-        groups = singles
-        for batch in adds.values():
-            groups.extend(batch[i : i + BATCH] for i in range(0, len(batch), BATCH))
+        groups = sorted(adds.values(), key=len, reverse=True)
         groups.extend(deletes[i : i + BATCH] for i in range(0, len(deletes), BATCH))
+        groups.extend(singles)
         return groups
 
     async def _run_group(self, ops: list[Op]) -> None:
@@ -181,12 +303,17 @@ class Applier:
         existed = False
         try:
             if isinstance(first, AddMember):
-                await self._add_members([op for op in runnable if isinstance(op, AddMember)])
-            elif isinstance(first, DeleteKey):
-                tokens = [op.token for op in runnable if isinstance(op, DeleteKey)]
-                await self.client.delete_keys(tokens)
+                async with self.team_locks[first.team_id]:
+                    await self._add_members([op for op in runnable if isinstance(op, AddMember)])
+                return
+            if isinstance(first, DeleteKey):
+                await self._delete_keys([op for op in runnable if isinstance(op, DeleteKey)])
+                return
+            if isinstance(first, RemoveMember | ChangeMemberRole):
+                async with self.team_locks[first.team_id]:
+                    existed = await self._single_retried(first)
             else:
-                existed = await self._single(first)
+                existed = await self._single_retried(first)
         except TargetWriteError as exc:
             if exc.kind == "premium" and all(_wants_admin(op) for op in runnable):
                 self._refused(runnable, str(exc))
@@ -195,8 +322,11 @@ class Applier:
                 self._fail(op, str(exc))
             return
         except asyncio.CancelledError:
-            self.result.interrupted.extend(runnable)
-            log.warning("change_interrupted", ops=len(runnable), op=first.KIND, **first.ids())
+            finished = {id(op) for op in self.result.done}
+            finished.update(id(op) for op, _ in self.result.failed)
+            cut_off = [op for op in runnable if id(op) not in finished]
+            self.result.interrupted.extend(cut_off)
+            log.warning("change_interrupted", ops=len(cut_off), op=first.KIND, **first.ids())
             raise
         for op in runnable:
             self._done(op, existed=existed)
@@ -220,10 +350,86 @@ class Applier:
             log.error("licence_refused", error=LICENCE_REFUSED, litellm=error, **ops[0].ids())
 
     async def _add_members(self, ops: list[AddMember]) -> None:
-        """One member_add per team and role. The role is the plan's: a refusal of
-        admin (no licence) is not turned into another role here."""
+        """A team's adds for one role, batch after batch (see `write_in_batches`).
+        The role is the plan's: a refusal of admin (no licence) is not turned into
+        another role here. A batch that failed uncertainly is checked against
+        ``/team/info``: members found there are done, the rest is sent again."""
         team_id = ops[0].team_id
-        await self.client.add_members(team_id, [(op.user_id, op.role) for op in ops])
+
+        async def send(chunk: list[AddMember]) -> None:
+            await self.client.add_members(team_id, [(op.user_id, op.role) for op in chunk])
+
+        async def present() -> set[Hashable] | None:
+            return set(await self.client.team_member_ids(team_id) or ())
+
+        await self._batched(ops, send, key=lambda op: op.user_id, present=present,
+                            what={"op": "member_add", "team_id": team_id})
+
+    async def _delete_keys(self, ops: list[DeleteKey]) -> None:
+        """Keys deleted together. Nothing needs re-reading after an uncertain failure:
+        a resent delete of a key that is gone is done (LiteLLM's 404, `gone_ok`)."""
+
+        async def send(chunk: list[DeleteKey]) -> None:
+            await self.client.delete_keys([op.token for op in chunk])
+
+        await self._batched(ops, send, key=lambda op: op.token, present=None,
+                            what={"op": "key_delete"})
+
+    async def _batched(
+        self,
+        ops: Sequence[T],
+        send: Callable[[list[T]], Awaitable[None]],
+        *,
+        key: Callable[[T], Hashable],
+        present: Callable[[], Awaitable[set[Hashable] | None]] | None,
+        what: dict[str, str],
+    ) -> None:
+        metrics = self.client.api.metrics
+
+        def on_done(chunk: list[T]) -> None:
+            for op in chunk:
+                assert isinstance(op, AddMember | DeleteKey)
+                self._done(op)
+
+        def on_split(failed: int, size: int, error: WriteUncertain) -> None:
+            metrics.batches_split.labels(op=what["op"]).inc()
+            metrics.batch_size.set(size)
+            log.warning("batch_split", failed_batch=failed, batch_size=size, error=str(error),
+                        rolled_back=error.rolled_back, **what)
+
+        outcome = await write_in_batches(
+            ops, send, key=key, present=present, size=self.batch, budget=self.budget,
+            on_done=on_done, on_split=on_split, stopped=lambda: self.stopped,
+        )
+        self.result.batches_split += outcome.splits
+        self.result.retried += outcome.retried
+        refusals = [
+            (op, exc) for op, exc in outcome.failed
+            if exc.kind == "premium" and isinstance(op, AddMember) and _wants_admin(op)
+        ]
+        if refusals:
+            self._refused([op for op, _ in refusals if isinstance(op, AddMember)],
+                          str(refusals[0][1]))
+        refused = {id(op) for op, _ in refusals}
+        for op, exc in outcome.failed:
+            if id(op) not in refused:
+                assert isinstance(op, AddMember | DeleteKey)
+                self._fail(op, str(exc))
+
+    async def _single_retried(self, op: Op) -> bool:
+        """`_single`, sent again when its answer was uncertain (5xx, timeout): every
+        write is idempotent, and a create resent after a lost answer meets its own
+        object ("already exists", checked to be syncd's). Within the run's budget,
+        at most `SINGLE_ATTEMPTS` attempts."""
+        attempt = 1
+        while True:
+            try:
+                return await self._single(op)
+            except WriteUncertain:
+                if attempt >= SINGLE_ATTEMPTS or not self.budget.take():
+                    raise
+                attempt += 1
+                self.result.retried += 1
 
     async def _single(self, op: Op) -> bool:
         """Apply one operation; True when a create found its object already there."""

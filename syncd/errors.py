@@ -133,6 +133,30 @@ class RunInterrupted(SyncdError):
     stage = "interrupted"
 
 
+class ObjectExists(TargetWriteError):
+    """A create met an object with the same id: LiteLLM's 400/409 "already exists",
+    or the 500 "Unique constraint failed" of a create that lost a race to another
+    (both check-then-insert, so the loser of a race hits the database's constraint).
+    The caller decides whether the object is syncd's own (then the create is done)."""
+
+
+class WriteUncertain(TargetWriteError):
+    """A write whose outcome is not known from its answer: a 5xx, a timeout or a
+    dropped connection. The proxy may have applied all, part or none of it, so the
+    applier re-reads before it retries, and retries a batch in halves.
+
+    ``rolled_back`` is True when the answer says the database transaction did not
+    commit (Prisma's expired transaction, or ``no_db_connection``: none started), so
+    nothing of it was applied; False means "unknown"."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, kind: str = "",
+        rolled_back: bool = False,
+    ) -> None:
+        super().__init__(message, status=status, kind=kind)
+        self.rolled_back = rolled_back
+
+
 # -- control flow inside one module: never reach the command line --------------
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine, Iterable, Mapping
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -38,6 +39,13 @@ T = TypeVar("T")
 
 TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
 TRANSIENT_ERRORS = (httpx.TransportError,)  # connect, read, write, pool, timeouts, protocol
+# Answers that say the server is overloaded: the concurrency limit halves. 429 is
+# not one of them: it carries its own wait (Retry-After), which the retry honours.
+OVERLOAD_STATUS = frozenset({500, 502, 503, 504})
+# A write slower than this is a server near its limit (LiteLLM 1.110.2 runs each
+# member write in a Prisma interactive transaction that expires after 5 s,
+# proxy/utils.py::PrismaClient.tx), so it counts like an error for the limit.
+SLOW_WRITE_SECONDS = 2.5
 
 
 @dataclass
@@ -52,6 +60,82 @@ class RetryBudget:
             return False
         self.remaining -= 1
         return True
+
+
+class AdaptiveLimit:
+    """How many requests to one target may be in flight: additive increase,
+    multiplicative decrease (AIMD), between 1 and `ceiling` (the configured
+    concurrency, where it starts).
+
+    Every answer the server gives within its means (any status but the overload
+    ones, a write faster than `slow_seconds`) adds 1/limit, so the limit grows by
+    one per round of answers; an overload (5xx, timeout or connection error, a
+    slow write) halves it, once per episode: answers to requests sent before the
+    last decrease were sent under the old limit and do not halve it again. 429
+    changes nothing here; its Retry-After is honoured by the retry. `clock` is
+    injectable so the controller is tested without waiting.
+    """
+
+    def __init__(
+        self, ceiling: int, *, slow_seconds: float = SLOW_WRITE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[int], None] | None = None,
+    ) -> None:
+        self.ceiling = max(1, ceiling)
+        self.limit = float(self.ceiling)
+        self.slow_seconds = slow_seconds
+        self.clock = clock
+        self.on_change = on_change
+        self.in_flight = 0
+        self.decreased_at = float("-inf")
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def current(self) -> int:
+        return max(1, int(self.limit))
+
+    def record(self, started: float, *, overloaded: bool) -> None:
+        """Adjust the limit for one answer to a request sent at `started`."""
+        before = self.current
+        if overloaded:
+            if started <= self.decreased_at:
+                return
+            self.limit = max(1.0, self.limit / 2)
+            self.decreased_at = self.clock()
+        else:
+            self.limit = min(float(self.ceiling), self.limit + 1.0 / self.limit)
+        if self.on_change is not None and self.current != before:
+            self.on_change(self.current)
+
+    async def acquire(self) -> float:
+        """Wait for a slot; returns when the request may go (its start time)."""
+        if self.in_flight < self.current and not self._waiters:
+            self.in_flight += 1
+            return self.clock()
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # the slot came with the cancel
+                self.in_flight -= 1
+                self._wake()
+            raise
+        return self.clock()
+
+    def release(self, started: float, overloaded: bool | None) -> None:
+        """Give the slot back; `overloaded` None (a 429, a cancel) leaves the limit."""
+        self.in_flight -= 1
+        if overloaded is not None:
+            self.record(started, overloaded=overloaded)
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.in_flight < self.current:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.in_flight += 1
+                waiter.set_result(None)
 
 
 class RequestCounter:
@@ -89,9 +173,11 @@ class ApiClient:
         counter: RequestCounter,
         headers: Mapping[str, str] | None = None,
         auth: httpx.Auth | None = None,
+        slow_write_seconds: float = SLOW_WRITE_SECONDS,
     ) -> None:
         """`auth` runs when a request is really sent (after its concurrency slot is
-        taken, on every retry), so a token it sets is as fresh as it can be."""
+        taken, on every retry), so a token it sets is as fresh as it can be.
+        `concurrency` is the ceiling of the adaptive limit (`AdaptiveLimit`)."""
         self.target = target
         _register_credentials(headers or {})
         self.client = httpx.AsyncClient(
@@ -104,7 +190,11 @@ class ApiClient:
                 max_connections=concurrency, max_keepalive_connections=concurrency
             ),
         )
-        self.semaphore = asyncio.Semaphore(concurrency)
+        gauge = metrics.http_concurrency_limit.labels(target=target)
+        self.limit = AdaptiveLimit(
+            concurrency, slow_seconds=slow_write_seconds, on_change=gauge.set
+        )
+        gauge.set(self.limit.current)
         self.retries = retries
         self.budget = budget
         self.metrics = metrics
@@ -199,7 +289,9 @@ class ApiClient:
         headers: Mapping[str, str] | None,
         auth: httpx.Auth | None = None,
     ) -> httpx.Response:
-        async with self.semaphore:
+        started = await self.limit.acquire()
+        overloaded: bool | None = None
+        try:
             self.counter.add(self.target, method)
             start = time.perf_counter()
             status = "error"
@@ -211,7 +303,13 @@ class ApiClient:
                     auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
                 )
                 status = str(response.status_code)
+                code = response.status_code
+                slow = method != "GET" and time.perf_counter() - start > self.limit.slow_seconds
+                overloaded = None if code == 429 else code in OVERLOAD_STATUS or slow
                 return response
+            except TRANSIENT_ERRORS:
+                overloaded = True
+                raise
             except asyncio.CancelledError:
                 # Cancelled by syncd itself (a concurrent read of the other side
                 # failed): the target gave no answer and made no error, so counting
@@ -221,6 +319,8 @@ class ApiClient:
             finally:
                 if status:
                     self.observe(method, status, time.perf_counter() - start)
+        finally:
+            self.limit.release(started, overloaded)
 
     def observe(self, method: str, status: str, seconds: float) -> None:
         """Count one finished request to this target in the request metrics; also

@@ -16,7 +16,7 @@ from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 import httpx
 
-from syncd.errors import TargetReadError, TargetWriteError
+from syncd.errors import ObjectExists, TargetReadError, TargetWriteError, WriteUncertain
 from syncd.http import ApiClient, all_or_nothing, body_summary, describe_transport_error
 from syncd.model import (
     DEFAULT_USER_ID,
@@ -34,12 +34,45 @@ from syncd.view import Rows
 T = TypeVar("T")
 PREMIUM_HINT = "premium"  # LiteLLM: "Assigning team admins is a premium feature"
 EXISTS_HINT = "already exists"  # /team/new 400 and /user/new 409 for an id in use
+# A create that lost a race: both /team/new and /user/new check the id, then insert;
+# the loser's insert meets the primary key and Prisma's UniqueViolationError comes
+# back through handle_exception_on_proxy as a 500 (measured on the real 1.110.2 proxy).
+UNIQUE_HINT = "unique constraint failed"
+CREATE_PATHS = frozenset({"/team/new", "/user/new"})
+# A 5xx that says the write's transaction did not commit: Prisma's interactive
+# transaction outlived its limit (``PrismaClient.tx``: timeout 5 s, max_wait 2 s,
+# proxy/utils.py) and was rolled back, or no transaction could start at all
+# (``no_db_connection`` 503, proxy/db/exception_handler.py).
+ROLLED_BACK_TYPES = frozenset({"no_db_connection"})
+ROLLED_BACK_HINTS = ("transaction already closed", "transaction api error", "expired transaction",
+                     "transactionexpired", "unable to start a transaction")
 KEY_GONE = ("key not found",)  # /key/update, /key/block: 404 E3 "Key not found."
 UI_SESSION_TEAM = "litellm-dashboard"  # 1.110.2 constants.UI_SESSION_TOKEN_TEAM_ID
 
 
-def _already_exists(exc: TargetWriteError) -> bool:
-    return exc.status in (400, 409) and EXISTS_HINT in str(exc).lower()
+def write_error(path: str, response: httpx.Response) -> TargetWriteError:
+    """What a failed write's answer means, decided once from its status and LiteLLM's
+    error type and message: ``ObjectExists`` (a create met its id: 400/409 "already
+    exists", or the unique-constraint 500 of a lost race), ``WriteUncertain`` (any
+    other 5xx: may or may not have applied, retry after a re-read), a licence
+    refusal (``kind="premium"``), or a plain refusal that retrying cannot change."""
+    status = response.status_code
+    text = error_text(response)
+    lowered = text.lower()
+    message = f"{path}: HTTP {status}: {text}"
+    if path in CREATE_PATHS and (
+        (status in (400, 409) and EXISTS_HINT in lowered)
+        or (status == 500 and UNIQUE_HINT in lowered)
+    ):
+        return ObjectExists(message, status=status, kind="exists")
+    if PREMIUM_HINT in lowered:
+        return TargetWriteError(message, status=status, kind="premium")
+    if status >= 500:
+        rolled_back = error_type(response) in ROLLED_BACK_TYPES or any(
+            hint in lowered for hint in ROLLED_BACK_HINTS
+        )
+        return WriteUncertain(message, status=status, kind="http", rolled_back=rolled_back)
+    return TargetWriteError(message, status=status, kind="http")
 
 
 def error_text(response: httpx.Response) -> str:
@@ -317,7 +350,8 @@ class LiteLLMClient:
                 "POST", path, json=dict(body), headers=self.write_headers
             )
         except httpx.TransportError as exc:
-            raise TargetWriteError(
+            # Timed out or cut off: the proxy may have committed before the answer was lost.
+            raise WriteUncertain(
                 f"{path}: {describe_transport_error(exc)}", kind="transport"
             ) from None
         if response.status_code < 300:
@@ -329,10 +363,7 @@ class LiteLLMClient:
             return response
         if error_type(response) in ok:  # E3 bodies name the condition in `type`
             return response
-        kind = "premium" if PREMIUM_HINT in text.lower() else "http"
-        raise TargetWriteError(
-            f"{path}: HTTP {response.status_code}: {text}", status=response.status_code, kind=kind
-        )
+        raise write_error(path, response)
 
     async def _create(
         self,
@@ -350,9 +381,7 @@ class LiteLLMClient:
         another run); an existing object that is not syncd's is a conflict."""
         try:
             await self._post(path, body)
-        except TargetWriteError as exc:
-            if not _already_exists(exc):
-                raise
+        except ObjectExists as exc:
             found = await self._lookup(info_path, params)
             row = found.get(row_key) if found else None
             if isinstance(row, dict) and ours(row):
@@ -492,6 +521,19 @@ class LiteLLMClient:
             {"team_id": team_id, "member": member},
             ok=("already in team", "already a member", "team_member_already_in_team"),
         )
+
+    async def team_member_ids(self, team_id: str) -> set[str] | None:
+        """Who is in the team now (``/team/info``), read in the middle of a batched
+        member_add whose answer was uncertain, to learn what it applied; None when
+        the team is not there."""
+        found = await self._lookup("/team/info", {"team_id": team_id})
+        row = found.get("team_info") if found else None
+        if not isinstance(row, dict):
+            return None
+        return {
+            m["user_id"] for m in row.get("members_with_roles") or []
+            if isinstance(m, dict) and isinstance(m.get("user_id"), str)
+        }
 
     async def change_member_role(self, team_id: str, user_id: str, role: Role) -> None:
         await self._post(

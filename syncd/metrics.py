@@ -137,6 +137,26 @@ class Metrics:
             "syncd_http_retries", "HTTP requests retried after a transient error.", ["target"],
             registry=r,
         )
+        self.http_concurrency_limit = Gauge(
+            "syncd_http_concurrency_limit",
+            "Requests syncd lets itself have in flight to a target now: additive increase, "
+            "multiplicative decrease on server errors and slow writes, between 1 and the "
+            "configured concurrency.",
+            ["target"],
+            registry=r,
+        )
+        self.batches_split = Counter(
+            "syncd_write_batches_split",
+            "Batched LiteLLM writes answered 5xx or timing out whose missing part was sent "
+            "again in halves, by operation (member_add, key_delete).",
+            ["op"],
+            registry=r,
+        )
+        self.batch_size = Gauge(
+            "syncd_write_batch_size",
+            "Members (or keys) per batched LiteLLM write now; halves when a batch fails.",
+            registry=r,
+        )
         # The admin-event fast path (daemon only; syncd.events).
         self.fast_path_active = Gauge(
             "syncd_event_fast_path_active",

@@ -108,6 +108,8 @@ class RunStats:
     refused: int
     interrupted: int
     not_started: int
+    batches_split: int
+    retried: int
     held_back: int
     unconfirmed: int
     kc_confirm_reads: int
@@ -220,6 +222,8 @@ class RunReport:
             refused=len(applied.refused) if applied else 0,
             interrupted=len(applied.interrupted) if applied else 0,
             not_started=applied.not_started if applied else 0,
+            batches_split=applied.batches_split if applied else 0,
+            retried=applied.retried if applied else 0,
             held_back=len(plan.held_back) if plan else 0,
             unconfirmed=len(plan.unconfirmed) if plan else 0,
             kc_confirm_reads=self.confirm_reads,

@@ -128,6 +128,8 @@ def summary_line(stats: Mapping[str, Any]) -> str:
     extra = ""
     if stats.get("refused"):
         extra += ", {refused} refused by the proxy (licence)"
+    if stats.get("batches_split") or stats.get("retried"):
+        extra += ", {retried} resent after uncertain answers ({batches_split} batch(es) split)"
     if stats.get("interrupted") or stats.get("not_started"):
         extra += ", stopped early: {interrupted} cut off in flight, {not_started} not started"
     return (

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from devtools.litellm_emulator.core import EmulatorSettings
+from devtools.litellm_emulator.costs import PROFILES, cost_model
 from devtools.litellm_emulator.faults import FaultConfig, FaultRule
 from devtools.litellm_emulator.server import serve_forever
 
@@ -56,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_argument("--fault-method", default=None)
     faults.add_argument("--seed", type=int, default=None)
     faults.add_argument("--faults-json", type=Path, default=None, help="a FaultConfig JSON file")
+    parser.add_argument(
+        "--costs", default="off",
+        help="cost model: 'off', a named profile (" + ", ".join(PROFILES) + ") or a CostModel "
+        "JSON file; see also PUT /_emulator/costs",
+    )
     parser.add_argument("--log-level", default="warning")
     return parser
 
@@ -89,6 +95,7 @@ def settings_from_args(args: argparse.Namespace) -> EmulatorSettings:
         delete_keys_on_member_delete=not args.keep_keys_on_member_delete,
         licensed=args.licensed,
         faults=config,
+        costs=cost_model(args.costs),
         **({"models": tuple(args.model)} if args.model else {}),
     )
 

@@ -111,6 +111,20 @@ class EmulatorAdmin:
     def clear_faults(self) -> None:
         self.set_faults([])
 
+    def costs(self) -> dict[str, Any]:
+        """The cost model (``costs.CostModel``) plus ``expired`` and ``races`` so far."""
+        result: dict[str, Any] = self._call("GET", "/_emulator/costs")
+        return result
+
+    def set_costs(self, model: dict[str, Any] | str) -> dict[str, Any]:
+        """Replace the cost model: a ``CostModel`` dict, or a profile name ("off",
+        "real-1.110.2")."""
+        from devtools.litellm_emulator.costs import PROFILES
+
+        body = PROFILES[model].model_dump() if isinstance(model, str) else model
+        result: dict[str, Any] = self._call("PUT", "/_emulator/costs", json=body)
+        return result
+
     def counters(self) -> dict[str, Any]:
         """``{"paths": {path: {"reads", "writes"}}, "total": {...}, "faults": {kind: n}}``."""
         result: dict[str, Any] = self._call("GET", "/_emulator/counters")

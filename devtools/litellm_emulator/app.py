@@ -24,6 +24,7 @@ from devtools.litellm_emulator.core import (
     get_emulator,
     require_master_key,
 )
+from devtools.litellm_emulator.costs import CostMiddleware, CostModel
 from devtools.litellm_emulator.errors import EmulatorHTTPError, public_validation_errors
 from devtools.litellm_emulator.faults import EmulatorMiddleware, FaultConfig
 
@@ -71,6 +72,7 @@ def create_app(settings: EmulatorSettings | None = None) -> FastAPI:
     app.include_router(keys.router)
     app.include_router(llm.router)
     _add_admin_routes(app)
+    app.add_middleware(CostMiddleware, meter=emulator.costs)
     app.add_middleware(
         EmulatorMiddleware,
         injector=emulator.injector,
@@ -123,6 +125,18 @@ def _add_admin_routes(app: FastAPI) -> None:
         emulator.settings.faults = config
         emulator.injector.configure(config)
         return {**emulator.injector.config.model_dump(), "fired": emulator.injector.fired_counts()}
+
+    @app.get("/_emulator/costs", dependencies=guard)
+    async def get_costs(emulator: EmulatorDep) -> dict[str, Any]:
+        """The cost model, with transactions expired and create races answered so far."""
+        return emulator.costs.snapshot()
+
+    @app.put("/_emulator/costs", dependencies=guard)
+    async def put_costs(model: CostModel, emulator: EmulatorDep) -> dict[str, Any]:
+        """Replace the cost model (``{}`` turns costs off); see ``costs.py`` and the README."""
+        emulator.settings.costs = model
+        emulator.costs.configure(model)
+        return emulator.costs.snapshot()
 
     @app.get("/_emulator/counters", dependencies=guard)
     async def get_counters(emulator: EmulatorDep) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from devtools.litellm_emulator.auth import (
     resolve_caller,
     route_check,
 )
+from devtools.litellm_emulator.costs import CostMeter, CostModel
 from devtools.litellm_emulator.errors import EmulatorHTTPError, openai_error, proxy_error
 from devtools.litellm_emulator.faults import Counters, FaultConfig, FaultInjector, WriteRecord
 from devtools.litellm_emulator.state import AuditEntry, State, utcnow
@@ -76,6 +77,7 @@ class EmulatorSettings:
     licensed: bool = False
     faults: FaultConfig = field(default_factory=FaultConfig)
     models: tuple[str, ...] = DEFAULT_MODELS
+    costs: CostModel = field(default_factory=CostModel)
 
     def behaviour(self) -> dict[str, bool]:
         return {
@@ -94,6 +96,7 @@ class Emulator:
         self.state = State()
         self.counters = Counters()
         self.injector = FaultInjector(self.settings.faults)
+        self.costs = CostMeter(self.settings.costs)
 
     def reset(self) -> None:
         """Back to the start-up configuration with empty tables and counters."""
@@ -103,6 +106,7 @@ class Emulator:
             self.initial, faults=self.initial.faults.model_copy(deep=True)
         )
         self.injector.configure(self.settings.faults)
+        self.costs.configure(self.settings.costs)
 
     def record_write(self, record: WriteRecord) -> None:
         with self.state.lock:

@@ -10,6 +10,7 @@ Each handler names the real function it follows. Error shapes matter: the real
 from __future__ import annotations
 
 import copy
+import time
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -57,7 +58,8 @@ from devtools.litellm_emulator.core import (
     require_caller,
     team_model,
 )
-from devtools.litellm_emulator.errors import detail_error, proxy_error
+from devtools.litellm_emulator.costs import UNIQUE_MESSAGE
+from devtools.litellm_emulator.errors import detail_error, openai_error, proxy_error
 from devtools.litellm_emulator.state import (
     ADMIN_USER_ID,
     UI_TEAM_ID,
@@ -277,6 +279,15 @@ async def new_team(
                     f"({data.max_budget})"
                 },
             )
+        costs = emulator.costs
+        if costs.active and data.team_id is not None:
+            # new_team checks the id, works, then inserts in a transaction: a create
+            # of the same id that inserted meanwhile makes this insert break the key.
+            free = data.team_id not in emulator.state.teams
+            await costs.spend_items("POST", "/team/new", 1)
+            if free and data.team_id in emulator.state.teams:
+                costs.races += 1
+                raise openai_error(500, UNIQUE_MESSAGE.format(field="team_id"))
         with emulator.state.lock:
             if data.team_id is None:
                 data.team_id = str(uuid.uuid4())
@@ -714,61 +725,77 @@ async def team_member_add(
         check_budget_duration(data.budget_duration)
     except HTTPDetail as exc:
         raise detail_error(exc.status, exc.detail) from None
-    with emulator.state.lock:
-        state = emulator.state
-        team = state.teams.get(data.team_id)
-        if team is None:
-            raise detail_error(
-                404,
+    def apply() -> Any:
+        with emulator.state.lock:
+            state = emulator.state
+            team = state.teams.get(data.team_id)
+            if team is None:
+                raise detail_error(
+                    404,
+                    {
+                        "error": f"Team doesn't exist in db. Team={data.team_id}. "
+                        "Create team via `/team/new` call."
+                    },
+                )
+            require_team_admin(request, team, "/team/member_add")
+            duplicates = [
+                m for m in members if m.user_id is not None and m.user_id in team.member_user_ids()
+            ]
+            duplicates += [
+                m
+                for m in members
+                if m.user_email is not None
+                and any(e.get("user_email") == m.user_email for e in team.members_with_roles)
+            ]
+            if isinstance(data.member, list) and len(duplicates) == len(data.member):
+                raise proxy_error(
+                    400,
+                    f"All users are already in team. Existing members={_members_repr(team)}",
+                    "team_member_already_in_team",
+                    "member",
+                )
+            if isinstance(data.member, Member) and len(duplicates) == 1:
+                raise proxy_error(
+                    400,
+                    f"User already in team. Member: user_id={data.member.user_id}, "
+                    f"user_email={data.member.user_email}. "
+                    f"Existing members={_members_repr(team)}",
+                    "team_member_already_in_team",
+                    "member",
+                )
+            for m in members:
+                _validate_and_populate_member(emulator, m)
+            updated_users, memberships = add_members(emulator, team, members)
+            response = TeamAddMemberResponse.model_validate(
                 {
-                    "error": f"Team doesn't exist in db. Team={data.team_id}. "
-                    "Create team via `/team/new` call."
-                },
+                    **team.to_row(),
+                    "updated_users": [
+                        LiteLLM_UserTable.model_validate(u.to_row()) for u in updated_users
+                    ],
+                    "updated_team_memberships": [
+                        LiteLLM_TeamMembership(
+                            user_id=m.user_id, team_id=m.team_id, spend=m.spend,
+                            budget_id=m.budget_id,
+                        )
+                        for m in memberships
+                    ],
+                }
             )
-        require_team_admin(request, team, "/team/member_add")
-        duplicates = [
-            m for m in members if m.user_id is not None and m.user_id in team.member_user_ids()
-        ]
-        duplicates += [
-            m
-            for m in members
-            if m.user_email is not None
-            and any(e.get("user_email") == m.user_email for e in team.members_with_roles)
-        ]
-        if isinstance(data.member, list) and len(duplicates) == len(data.member):
-            raise proxy_error(
-                400,
-                f"All users are already in team. Existing members={_members_repr(team)}",
-                "team_member_already_in_team",
-                "member",
-            )
-        if isinstance(data.member, Member) and len(duplicates) == 1:
-            raise proxy_error(
-                400,
-                f"User already in team. Member: user_id={data.member.user_id}, "
-                f"user_email={data.member.user_email}. "
-                f"Existing members={_members_repr(team)}",
-                "team_member_already_in_team",
-                "member",
-            )
-        for m in members:
-            _validate_and_populate_member(emulator, m)
-        updated_users, memberships = add_members(emulator, team, members)
-        response = TeamAddMemberResponse.model_validate(
-            {
-                **team.to_row(),
-                "updated_users": [
-                    LiteLLM_UserTable.model_validate(u.to_row()) for u in updated_users
-                ],
-                "updated_team_memberships": [
-                    LiteLLM_TeamMembership(
-                        user_id=m.user_id, team_id=m.team_id, spend=m.spend, budget_id=m.budget_id
-                    )
-                    for m in memberships
-                ],
-            }
-        )
-        return response
+            return response
+
+    costs = emulator.costs
+    if not costs.active:
+        return apply()
+    # _add_team_members_to_team: the transaction opens, then waits for the team's
+    # advisory lock, then writes each member; the limit counts from the opening.
+    started = time.monotonic()
+    async with costs.team_lock(data.team_id):
+        await costs.spend_items("POST", "/team/member_add", len(members))
+        expired = costs.tx_expired(started)
+        if expired is not None:  # rolled back: nothing of the batch is applied
+            raise detail_error(500, {"error": f"Unable to add user - {members[0]}, to team - "
+                                              f"{data.team_id}, for reason - {expired}"})
+        return apply()
 
 
 def _validate_and_populate_member(emulator: Emulator, member: Member) -> None:

@@ -44,7 +44,8 @@ from devtools.litellm_emulator.core import (
     require_caller,
     user_model,
 )
-from devtools.litellm_emulator.errors import detail_error, proxy_error
+from devtools.litellm_emulator.costs import UNIQUE_MESSAGE
+from devtools.litellm_emulator.errors import detail_error, openai_error, proxy_error
 from devtools.litellm_emulator.keys import mint_key
 from devtools.litellm_emulator.state import ADMIN_USER_ID, UI_TEAM_ID, UserRow, utcnow
 from devtools.litellm_emulator.teams import add_members, team_list_objects
@@ -97,6 +98,15 @@ async def new_user(data: NewUserRequest, emulator: EmulatorDep) -> Any:
     """
     try:
         check_budget_duration(data.budget_duration)
+        costs = emulator.costs
+        if costs.active and data.user_id:
+            # new_user checks the id, works, then inserts: a racing create of the
+            # same id that inserted meanwhile makes this insert break the key.
+            free = data.user_id.strip() not in emulator.state.users
+            await costs.spend_items("POST", "/user/new", 1)
+            if free and data.user_id.strip() in emulator.state.users:
+                costs.races += 1
+                raise openai_error(500, UNIQUE_MESSAGE.format(field="user_id"))
         with emulator.state.lock:
             state = emulator.state
             if data.user_id and data.user_id.strip() in state.users:

@@ -27,6 +27,7 @@ import httpx
 import pytest
 
 from devtools.litellm_emulator.admin import EmulatorAdmin
+from syncd.apply import SINGLE_ATTEMPTS
 from tests.alerts.conftest import (
     AlertRecorder,
     JobStatusExporter,
@@ -155,13 +156,15 @@ def test_daemon_alerts_fire_and_clear(
             p, 'up{job="syncd"} == 1 and on () syncd_consecutive_failures{job="syncd"} == 0'
             ' and on () syncd_last_success_timestamp_seconds{job="syncd"} > 0'))
         p.wait("no alert active", lambda: not p.alerts(), timeout=10)
-        # A user joins, and the write adding them fails once (a 500 is not
-        # retried): that run is partial, the next one repairs it; one read gets a
+        # A user joins, and the write adding them fails in that run (a 500 each of
+        # the SINGLE_ATTEMPTS times the applier sends it): that run is partial, the
+        # next one repairs it; one read gets a
         # 503 and is retried. A failed write and a retry page nobody, and the
         # dashboard's change, failure and retry panels get data.
         recorder.mark("a user joins; adding them fails once, a read is retried")
         emulator.set_faults([
-            {"path": "/team/member_add", "error_rate": 1.0, "error_status": 500, "max_faults": 1},
+            {"path": "/team/member_add", "error_rate": 1.0, "error_status": 500,
+             "max_faults": SINGLE_ATTEMPTS},
             {"path": "*", "method": "GET", "error_rate": 1.0, "error_status": 503,
              "max_faults": 1},
         ])

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from devtools.litellm_emulator.admin import EmulatorAdmin
+from syncd.apply import SINGLE_ATTEMPTS
 from tests.fixtures.keycloak import RealmFactory
 from tests.service.conftest import DaemonFactory, run_once
 from tests.service.test_daemon import memberships
@@ -105,13 +106,17 @@ def test_a_wrong_litellm_key_fails_fast_without_retries(
 def test_one_failing_team_makes_the_run_partial_not_failed(
     realm_factory: RealmFactory, emulator: EmulatorAdmin, syncd_daemon: DaemonFactory
 ) -> None:
-    """A 500 (not retried) on one member_add: that team's member fails, the other team
-    gets its member, the run ends as partial; the next run completes the work."""
+    """A member_add answered 500 every time this run sends it (not retried by HTTP;
+    resent by the applier after re-reading the team, SINGLE_ATTEMPTS times alone):
+    that team's member fails, the other team gets its member, the run ends as
+    partial; the next run completes the work. One write at a time, so that the
+    failing sends are all the first team's."""
     realm = realm_factory(groups=GROUPS, users=USERS)
     emulator.set_faults([
-        {"path": "/team/member_add", "error_rate": 1.0, "error_status": 500, "max_faults": 1}
+        {"path": "/team/member_add", "error_rate": 1.0, "error_status": 500,
+         "max_faults": SINGLE_ATTEMPTS}
     ])
-    daemon = syncd_daemon(realm, emulator)
+    daemon = syncd_daemon(realm, emulator, litellm={"concurrency": 1})
     first = daemon.wait_runs(1)[0]
     assert first["result"] == "partial" and first["exit_code"] == 6, first
     assert first["failed"] == 1 and first["applied"] == first["planned"] - 1
