@@ -69,7 +69,7 @@ from syncd.keycloak import KeycloakReader, TokenProvider
 from syncd.litellm import KeyOwner, LiteLLMClient
 from syncd.metrics import Metrics
 from syncd.model import Actual, Desired, Scope
-from syncd.operations import Op, ReleaseEmail
+from syncd.operations import DeleteUser, Op, ReleaseEmail
 from syncd.plan import Plan, Policy, make_plan
 from syncd.report import Names, summary_line
 from syncd.requests import Full, ReconcileRequest, Scoped
@@ -727,7 +727,13 @@ class Reconciler:
         users = {op.user_id for op in attempted if op.user_id is not None}
         users |= {op.to_user_id for op in attempted if isinstance(op, ReleaseEmail)}
         teams = {op.team_id for op in attempted if op.team_id is not None}
-        users, teams = subjects_of(view, users, teams)
+        # Deleting a user takes them off every team's roster too (1.110.2
+        # ``internal_user_endpoints.py::delete_user`` calls
+        # ``delete_users_from_current_teams``): those teams are re-read; other
+        # writes change only the rows they name (member_delete's key deletions
+        # are keys of the team and the user it names).
+        gone = {op.user_id for op in attempted if isinstance(op, DeleteUser)}
+        teams |= subjects_of(view, gone, ())[1]
         try:
             if len(users) + len(teams) > self._row_budget(view):
                 fresh = await self._read_target()
