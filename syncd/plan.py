@@ -29,6 +29,7 @@ Every destructive operation carries the claim that justifies it
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -243,14 +244,22 @@ class _Planner:
             if team_id not in self.desired.teams:
                 self.plan_removed_team(self.actual.teams[team_id])
 
+    @functools.cached_property
+    def unmanaged_by_alias(self) -> dict[str, list[Team]]:
+        """Teams that are not syncd's, by folded alias (in id order): looked up once
+        per desired team instead of scanning every team for each."""
+        out: dict[str, list[Team]] = defaultdict(list)
+        for other in sorted(self.actual.teams.values(), key=lambda t: t.team_id):
+            if not other.managed and other.alias is not None:
+                out[other.alias.strip().casefold()].append(other)
+        return out
+
     def name_alias_clash(self, want: DesiredTeam) -> None:
         """One warning per team of someone else's with syncd's alias: LiteLLM accepts
         duplicate aliases, and the admin UI then shows two teams of one name. The
         other team is never renamed or touched."""
-        for other in sorted(self.actual.teams.values(), key=lambda t: t.team_id):
-            if other.managed or other.team_id == want.team_id or other.alias is None:
-                continue
-            if other.alias.strip().casefold() != want.alias.strip().casefold():
+        for other in self.unmanaged_by_alias.get(want.alias.strip().casefold(), ()):
+            if other.team_id == want.team_id:
                 continue
             self.warnings.append(
                 f"team {want.alias} ({want.path}, id {want.team_id}): LiteLLM team "

@@ -367,6 +367,7 @@ class Reconciler:
         self.keep_view = keep_view
         self.rules = rules_from(settings)
         self.snapshot: SourceSnapshot | None = None  # Keycloak, as of the last read
+        self.built: Built | None = None  # what that snapshot asks for (built once)
         self.view: Actual | None = None  # LiteLLM, kept current by fresh rows
         self.owner: KeyOwner | None = None  # whose key syncd holds (full runs ask)
 
@@ -380,9 +381,13 @@ class Reconciler:
         on. Raises SourceReadError / TargetReadError like a full run's reads;
         returns the requests it made."""
         counter = self.clients.start_run()
-        snapshot, _, actual = await _read_both(self._read_source(), self._read_target())
-        self.snapshot, self.view = snapshot, actual
+        snapshot, built, actual = await _read_both(self._read_source(), self._read_target())
+        self._keep(snapshot, built, actual)
         return counter
+
+    def _keep(self, snapshot: SourceSnapshot, built: Built, view: Actual) -> None:
+        """The state the next scoped run builds on."""
+        self.snapshot, self.built, self.view = snapshot, built, view
 
     async def run(
         self,
@@ -483,7 +488,7 @@ class Reconciler:
             _read_both(self._read_source(), self._read_target()), stop
         )
         if self.keep_view:
-            self.snapshot, self.view = snapshot, actual
+            self._keep(snapshot, built, actual)
         await self._plan_and_execute(facts, built, actual, None, mode, policy, stop)
 
     async def _read_source(self) -> tuple[SourceSnapshot, Built]:
@@ -519,9 +524,12 @@ class Reconciler:
     ) -> None:
         base, view = self.snapshot, self.view
         assert base is not None and view is not None
-        snapshot, built, scope = await _unless_stopped(self._scoped_source(base, hints), stop)
+        old = self.built.desired if self.built is not None else build(base, self.rules).desired
+        snapshot, built, scope = await _unless_stopped(
+            self._scoped_source(base, old, hints), stop
+        )
         facts.scope = scope
-        rows = await _unless_stopped(self._scoped_rows(view, base, built.desired, scope), stop)
+        rows = await _unless_stopped(self._scoped_rows(view, old, built.desired, scope), stop)
         if rows is None:  # too many rows for one by one: read LiteLLM whole
             actual = await _unless_stopped(self._read_target(), stop)
         else:
@@ -534,11 +542,11 @@ class Reconciler:
                             action="fresh rows used; full reconcile next")
             actual = overlay(view, rows)
         if self.keep_view:
-            self.snapshot, self.view = snapshot, actual
+            self._keep(snapshot, built, actual)
         await self._plan_and_execute(facts, built, actual, scope, mode, policy, stop)
 
     async def _scoped_source(
-        self, base: SourceSnapshot, hints: Hints
+        self, base: SourceSnapshot, old: Desired, hints: Hints
     ) -> tuple[SourceSnapshot, Built, Scope]:
         """Fresh reads of the hinted users (record and direct groups) and, when a
         group changed or a user is in a group the snapshot never saw, of the group
@@ -557,12 +565,12 @@ class Reconciler:
             lists = await all_or_nothing(reader.read_members(g) for g in ids)
             members = dict(zip(ids, lists, strict=True))
         snapshot = patch(base, rules, fresh=fresh, tree=tree, members=members)
-        old, new = build(base, rules), build(snapshot, rules)
-        scope = scope_of(hints.users, hints.groups, base, old.desired, new.desired)
+        new = build(snapshot, rules)
+        scope = scope_of(hints.users, hints.groups, base, old, new.desired)
         return snapshot, new, scope
 
     async def _scoped_rows(
-        self, view: Actual, base: SourceSnapshot, desired: Desired, scope: Scope
+        self, view: Actual, old: Desired, desired: Desired, scope: Scope
     ) -> Rows | None:
         """The LiteLLM rows a plan for `scope` depends on, read fresh; None when
         reading them one by one would cost more requests than reading LiteLLM
@@ -574,7 +582,6 @@ class Reconciler:
         other teams of their members are taken from the view: what syncd wrote
         there is in it, and a hand edit there waits for the next full reconcile.
         """
-        old = build(base, self.rules).desired
         users = self._litellm_ids(view, scope.users, (old, desired))
         teams = set(scope.teams)
         if not scope.teams:
