@@ -38,8 +38,9 @@ def render_plan(plan: Plan, names: Names) -> str:
     lines: list[str] = []
     total = len(plan.operations)
     destructive = sum(op.DESTRUCTIVE for op in plan.operations)
-    if not (plan or plan.unconfirmed or plan.skipped or plan.warnings):
-        lines.append("No changes: LiteLLM matches Keycloak.")
+    if not (plan or plan.unconfirmed or plan.skipped):
+        lines.append("No changes: LiteLLM matches Keycloak."
+                     + (" Warnings below." if plan.warnings else ""))
     elif not plan:
         lines.append("No changes to apply; see below for what was left out and why.")
     else:

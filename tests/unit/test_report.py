@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from syncd.evidence import UserOutside
@@ -18,7 +19,7 @@ from syncd.model import (
     User,
 )
 from syncd.operations import DeleteKey
-from syncd.plan import Plan, make_plan
+from syncd.plan import Plan, Skipped, make_plan
 from syncd.report import Names, plan_json, render_plan
 from tests.unit.policies import policy_at
 
@@ -86,3 +87,13 @@ def test_deleted_keys_are_grouped_by_cause_not_by_the_wording_of_reason() -> Non
     text = render_plan(Plan((left, gone)), Names(teams={"t1": "research"}))
     team, users = text.split("Users")
     assert "left-key" in team and "gone-key" in users
+
+
+def test_a_plan_with_only_warnings_or_left_out_steps_says_so() -> None:
+    empty = Desired({}, {})
+    plan = make_plan(empty, Actual({}, {}, {}), policy_at(NOW))
+    warned = replace(plan, warnings=("team admins synced as user",))
+    assert render_plan(warned, Names()).startswith(
+        "No changes: LiteLLM matches Keycloak. Warnings below.")
+    skipped = replace(plan, skipped=(Skipped("t1", "not syncd's"),))
+    assert render_plan(skipped, Names()).startswith("No changes to apply; see below")
