@@ -115,6 +115,11 @@ def test_faulty_litellm_converges_in_one_run(results: dict[str, Any]) -> None:
     run = _run(results, "initial-2%-faults")
     assert run["exit_code"] == 0
     assert sum(run["litellm"]["injected_faults"].values()) > 0
-    assert run["retries"] >= sum(run["litellm"]["injected_faults"].values())
+    # Transient answers are retried by the HTTP client; a write answered 500 is the
+    # applier's to judge (issue 21): re-read, then resend what is missing. Either
+    # way the faults were met, and nothing failed.
+    resent = int(run["syncd_summary"].get("retried", 0) or 0)
+    assert run["retries"] + resent > 0
+    assert int(run["syncd_summary"].get("failed", 0) or 0) == 0
     assert _runs(results, "check")[-1]["exit_code"] == 0
     assert all(results["targets_met"][k] for k in results["targets_met"] if "fault" in k)

@@ -122,11 +122,22 @@ def test_sigterm_during_reads_abandons_them_at_once(
     assert summary["result"] == "failure" and summary["ll_writes"] == 0
 
 
+CUT_OFF_WRITE_MS = 5_000
+"""Writes this slow are still in flight when the tests below cut them off. The
+emulator finishes such a request after its client has gone (a real proxy would
+too), so each test waits that long before it ends: the late write must land in
+its own audit log, not in the next test's."""
+
+
+def let_cut_off_writes_land() -> None:
+    time.sleep(CUT_OFF_WRITE_MS / 1000 + 0.5)
+
+
 def test_sigterm_waits_at_most_the_shutdown_timeout(
     realm_factory: RealmFactory, emulator: EmulatorAdmin, syncd_daemon: DaemonFactory
 ) -> None:
     realm = realm_factory(groups=GROUPS, users=USERS)
-    slow_writes(emulator, 10_000)
+    slow_writes(emulator, CUT_OFF_WRITE_MS)
     daemon = syncd_daemon(realm, emulator, schedule={"shutdown_timeout_seconds": 1})
     wait_for_request(daemon, emulator, "writes")
     started = time.monotonic()
@@ -138,13 +149,14 @@ def test_sigterm_waits_at_most_the_shutdown_timeout(
     (summary,) = daemon.finished_runs()  # the cancelled run is still summarised
     assert summary["result"] == "failure" and summary["interrupted"] > 0
     assert "service_stopped" in names
+    let_cut_off_writes_land()
 
 
 def test_second_signal_cancels_the_run(
     realm_factory: RealmFactory, emulator: EmulatorAdmin, syncd_daemon: DaemonFactory
 ) -> None:
     realm = realm_factory(groups=GROUPS, users=USERS)
-    slow_writes(emulator, 10_000)
+    slow_writes(emulator, CUT_OFF_WRITE_MS)
     daemon = syncd_daemon(realm, emulator, schedule={"shutdown_timeout_seconds": 60})
     wait_for_request(daemon, emulator, "writes")
     daemon.signal(signal.SIGINT)
@@ -154,6 +166,7 @@ def test_second_signal_cancels_the_run(
     names = event_names(daemon)
     assert "shutdown_forced" in names and "run_cancelled" in names
     assert "shutdown_timeout" not in names
+    let_cut_off_writes_land()
 
 
 def test_overrunning_runs_are_skipped_and_counted(
