@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, TextIO
 
 import structlog
@@ -136,6 +137,19 @@ async def _once_until_signalled(
     the writes in flight too (they are counted as cut off). A cron pod that is
     being replaced thus leaves a summary an on-call engineer can trust.
     """
+    async with _stopped_by_signals() as stop:
+        clients = Clients(settings, metrics)
+        reconciler = Reconciler(settings, clients, metrics, keep_view=False)
+        try:
+            return await reconciler.run(Full("--once"), mode=mode, force=force, stop=stop)
+        finally:
+            await clients.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _stopped_by_signals() -> AsyncIterator[asyncio.Event]:
+    """The stop event a SIGTERM/SIGINT sets (the run then starts no new write);
+    a second signal cancels the task, cutting off the writes in flight."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     task = asyncio.current_task()
@@ -153,14 +167,11 @@ async def _once_until_signalled(
     signals = (signal.SIGTERM, signal.SIGINT)
     for sig in signals:
         loop.add_signal_handler(sig, on_signal, sig)
-    clients = Clients(settings, metrics)
-    reconciler = Reconciler(settings, clients, metrics, keep_view=False)
     try:
-        return await reconciler.run(Full("--once"), mode=mode, force=force, stop=stop)
+        yield stop
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
-        await clients.aclose()
 
 
 def doctor_one(settings: Settings, *, as_json: bool) -> int:
@@ -241,23 +252,9 @@ async def _sync_until_signalled(
     """Read both sides, find the subject, run its scoped request; a signal stops
     it as it stops ``--once``. A failed read or an unknown subject is returned,
     not raised: nothing was written."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    task = asyncio.current_task()
-
-    def on_signal(sig: signal.Signals) -> None:
-        if not stop.is_set():
-            log.warning("stop_requested", signal=sig.name)
-            stop.set()
-        elif task is not None:
-            task.cancel()
-
-    signals = (signal.SIGTERM, signal.SIGINT)
-    for sig in signals:
-        loop.add_signal_handler(sig, on_signal, sig)
-    clients = Clients(settings, metrics)
-    reconciler = Reconciler(settings, clients, metrics, keep_view=True)
-    try:
+    async with _stopped_by_signals() as stop:
+        clients = Clients(settings, metrics)
+        reconciler = Reconciler(settings, clients, metrics, keep_view=True)
         try:
             observed = await reconciler.observe()
             subject: UserSubject | GroupSubject = (
@@ -267,11 +264,9 @@ async def _sync_until_signalled(
             report = await sync_subject(reconciler, subject, force=force, stop=stop)
         except SyncdError as exc:
             return exc
+        finally:
+            await clients.aclose()
         return subject, report, observed
-    finally:
-        for sig in signals:
-            loop.remove_signal_handler(sig)
-        await clients.aclose()
 
 
 def _print(*parts: object, file: TextIO | None = None) -> None:
