@@ -448,6 +448,36 @@ def expected_writes(
     return +writes
 
 
+def expected_changes(before: KeycloakModel, after: KeycloakModel,
+                     keys: Iterable[KeySpec]) -> Counter[str]:
+    """The changes (syncd's operations, by kind) a correct syncd makes to go from
+    `before` to `after`, however they are batched into requests.
+
+    Events reach the daemon over time, so one burst can be applied by several
+    scoped runs: a team's additions then take one ``/team/member_add`` per run
+    instead of one in all, while the changes themselves are the same ones a
+    single full reconcile would make. This is what "the writes of a full
+    reconcile" means for a burst; `expected_writes` counts requests.
+    """
+    changes: Counter[str] = Counter()
+    want_after, want_before = after.desired_members(), before.desired_members()
+    users_before, users_after = before.desired_users(), after.desired_users()
+    if users_after - users_before:
+        raise ValueError("returning or new users are not modelled")
+    departed = users_before - users_after
+    revoked: set[str] = set()
+    for path, members in want_after.items():
+        removed = want_before.get(path, set()) - members - departed
+        changes["add_member"] += len(members - want_before.get(path, set()))
+        changes["remove_member"] += len(removed)
+        revoked.update(k.alias for k in keys if k.team == path and k.user in removed)
+    changes["delete_key"] += len(revoked)
+    for user in departed:
+        changes["block_user"] += 1
+        changes["block_key"] += sum(1 for k in keys if k.user == user and k.alias not in revoked)
+    return +changes
+
+
 def write_floor(before: KeycloakModel, after: KeycloakModel, keys: Iterable[KeySpec], *,
                 litellm_empty: bool = False) -> Counter[str]:
     """The fewest LiteLLM writes the API allows for the same work (see docs/performance.md).

@@ -227,7 +227,7 @@ class ApiClient:
             if delay is not None:
                 return min(delay, self.retries.max_backoff_seconds)
         backoff = wait_exponential_jitter(
-            initial=self.retries.initial_backoff_seconds,
+            multiplier=self.retries.initial_backoff_seconds,
             max=self.retries.max_backoff_seconds,
             jitter=self.retries.initial_backoff_seconds,
         )
