@@ -116,3 +116,18 @@ def scope_of(
     for gid in changed:
         people.update(m.id for m in before.members.get(gid, []))
     return Scope(users=frozenset(people), teams=frozenset(teams))
+
+
+def changed_teams(old: Desired, new: Desired, users: Iterable[str]) -> set[str]:
+    """Teams where what any of `users` should be (member or not, and the role)
+    differs between `old` and `new`: the teams a change of those users plans
+    writes for."""
+    wanted = set(users)
+
+    def roles(state: Desired, team_id: str) -> dict[str, str]:
+        team = state.teams.get(team_id)
+        if team is None:
+            return {}
+        return {u: str(team.members[u]) for u in wanted if u in team.members}
+
+    return {t for t in set(old.teams) | set(new.teams) if roles(old, t) != roles(new, t)}

@@ -62,7 +62,15 @@ from syncd.errors import (
 )
 from syncd.events import Hints
 from syncd.evidence import SourceFacts
-from syncd.fastpath import FreshUser, member_of, missing_members, patch, scope_of, unknown_groups
+from syncd.fastpath import (
+    FreshUser,
+    changed_teams,
+    member_of,
+    missing_members,
+    patch,
+    scope_of,
+    unknown_groups,
+)
 from syncd.http import ApiClient, RequestCounter, RetryBudget, all_or_nothing
 from syncd.identity import owner, rule_id
 from syncd.keycloak import KeycloakReader, TokenProvider
@@ -73,7 +81,7 @@ from syncd.operations import DeleteUser, Op, ReleaseEmail
 from syncd.plan import Plan, Policy, make_plan
 from syncd.report import Names, summary_line
 from syncd.requests import Full, ReconcileRequest, Scoped
-from syncd.view import Rows, differences, overlay, subjects_of
+from syncd.view import Rows, differences, overlay, subjects_of, unsettled_teams
 
 log = structlog.get_logger("syncd.sync")
 
@@ -577,24 +585,23 @@ class Reconciler:
         whole (`_row_budget`).
 
         Always the rows of the scope's users and teams. For a change of users
-        only, also every team those users are or should be in (a membership to
-        remove or add is planned from those rows). For a change of groups, the
-        other teams of their members are taken from the view: what syncd wrote
-        there is in it, and a hand edit there waits for the next full reconcile.
+        only, also every team where what those users should be changed (a
+        membership to add, remove or change is planned from its fresh row),
+        and every team where the users' fresh rows and the view disagree on
+        membership (`unsettled_teams`). Their other teams, and for a change of
+        groups the other teams of their members, are taken from the view: what
+        syncd wrote there is in it, and a role changed there by hand waits for
+        the next full reconcile.
         """
         users = self._litellm_ids(view, scope.users, (old, desired))
         teams = set(scope.teams)
         if not scope.teams:
-            for state in (old, desired):
-                for tid, team in state.teams.items():
-                    if scope.users & set(team.members):
-                        teams.add(tid)
-            users, teams = subjects_of(view, users, teams)
+            teams |= changed_teams(old, desired, scope.users)
         budget = self._row_budget(view)
         if len(users) + len(teams) > budget:
             log.info("scoped_read_whole", rows=len(users) + len(teams), limit=budget)
             return None
-        return await self._rows(users, teams, more_teams=not scope.teams)
+        return await self._rows(view, users, teams, more_teams=not scope.teams)
 
     def _row_budget(self, view: Actual) -> int:
         """Rows worth reading one by one: about what a whole read costs (its pages),
@@ -622,14 +629,16 @@ class Reconciler:
         return out
 
     async def _rows(
-        self, users: Iterable[str], teams: Iterable[str], *, more_teams: bool = True
+        self, view: Actual, users: Iterable[str], teams: Iterable[str], *,
+        more_teams: bool = True,
     ) -> Rows:
-        """Rows of users and teams, then (`more_teams`) of the teams the users turn
-        out to be in that were not asked for (a membership made by hand since the
-        last read)."""
+        """Rows of users and teams, then (`more_teams`) of the other teams where
+        the users' fresh rows and the view disagree on who is a member (a
+        membership made or removed by hand since the last read;
+        `unsettled_teams`)."""
         target = self.clients.target
         rows = await target.read_rows(users, teams)
-        more = {t for uid in rows.users for t in rows.user_teams.get(uid, ())} - set(rows.teams)
+        more = unsettled_teams(view, rows)
         if more and more_teams:
             extra = await target.read_rows((), more)
             rows = replace(
@@ -746,7 +755,7 @@ class Reconciler:
                 fresh = await self._read_target()
                 self.view = fresh
             else:
-                self.view = overlay(view, await self._rows(users, teams))
+                self.view = overlay(view, await self._rows(view, users, teams))
         except (TargetReadError, asyncio.CancelledError) as exc:
             self.view = None
             facts.needs_full = "the kept view of LiteLLM could not be refreshed after writing"

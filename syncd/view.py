@@ -97,3 +97,18 @@ def subjects_of(view: Actual, user_ids: Iterable[str], team_ids: Iterable[str]) 
             teams.add(tid)
     return users, teams
 
+
+
+def unsettled_teams(view: Actual, rows: Rows) -> set[str]:
+    """Teams not in `rows` whose kept roster disagrees with a fresh user row about
+    that user: the user row lists the team and the kept roster lacks them (a
+    membership made by hand), or the other way round (one removed by hand).
+    Those rosters must be read fresh; the others agree with the user rows on
+    who is in them, and a role changed by hand there waits for the next full
+    reconcile."""
+    out: set[str] = set()
+    for uid in rows.users:
+        listed = set(rows.user_teams.get(uid, ()))
+        kept = {tid for tid, team in view.teams.items() if uid in team.members}
+        out |= listed ^ kept
+    return out - set(rows.teams)

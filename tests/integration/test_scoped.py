@@ -40,6 +40,8 @@ USERS = [
     {"username": "ben", "email": "ben@example.com", "groups": ["/llm/red", "/llm/blue"]},
     {"username": "cat", "email": "cat@example.com", "groups": ["/llm/blue"]},
     {"username": "dan", "email": "dan@example.com", "groups": []},
+    {"username": "eve", "email": "eve@example.com",
+     "groups": ["/llm/red", "/llm/blue", "/llm/green", "/llm/pad00", "/llm/pad01"]},
 ]
 # Padding: many more people and teams than any change touches, so a cost that
 # grows with the organisation shows in the request counts.
@@ -214,6 +216,39 @@ def test_a_change_made_by_hand_in_litellm_is_noticed_and_asks_for_a_full_reconci
     assert report.needs_full is not None and f"team {red}" in report.needs_full
     # The fresh row was trusted: dan is not in /llm/red in Keycloak, so he is taken out.
     assert realm.user_id("dan") not in team_members(emulator, realm, "/llm/red")
+    assert session.reconciler.view == session.fresh_read()
+
+
+def test_leaving_one_of_many_teams_costs_no_more_than_leaving_one_team(
+    session: Session, realm: KeycloakRealm, emulator: EmulatorAdmin
+) -> None:
+    """Only the team whose membership changed is read (and re-read after the
+    write): the other four rosters agree with eve's fresh row and come from the
+    view. It read all five, twice, at 13 LiteLLM requests."""
+    session.full()
+    eve = realm.user_id("eve")
+    realm.remove_user_from_group("eve", "/llm/green")
+    kc, ll = cost(session.scoped({eve}))
+    assert eve not in team_members(emulator, realm, "/llm/green")
+    assert eve in team_members(emulator, realm, "/llm/pad01")
+    assert kc <= MAX_KEYCLOAK and ll <= MAX_LITELLM, (kc, ll)
+    assert session.reconciler.view == session.fresh_read()
+
+
+def test_a_membership_removed_by_hand_in_another_team_is_noticed(
+    session: Session, realm: KeycloakRealm, emulator: EmulatorAdmin
+) -> None:
+    """eve's fresh row no longer lists /llm/pad00, which the view's roster still
+    has: that roster is read fresh, and she is put back."""
+    session.full()
+    eve, pad = realm.user_id("eve"), realm.group_id("/llm/pad00")
+    with emulator.client() as http:
+        http.post("/team/member_delete", json={"team_id": pad, "user_id": eve}).raise_for_status()
+    realm.remove_user_from_group("eve", "/llm/green")
+    report = session.scoped({eve})
+    assert report.needs_full is not None
+    assert eve in team_members(emulator, realm, "/llm/pad00")
+    assert eve not in team_members(emulator, realm, "/llm/green")
     assert session.reconciler.view == session.fresh_read()
 
 

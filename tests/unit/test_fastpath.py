@@ -14,12 +14,14 @@ from hypothesis import strategies as st
 from syncd.desired import Group, Member, Rules, SourceSnapshot, build, groups_to_read
 from syncd.fastpath import (
     FreshUser,
+    changed_teams,
     member_of,
     missing_members,
     patch,
     scope_of,
     unknown_groups,
 )
+from syncd.model import Desired
 
 RULES = Rules(path_prefixes=("/llm",), admin_subgroup="admins", flatten=True)
 
@@ -124,3 +126,23 @@ def test_a_fresh_user_read_carries_email_verified_into_the_desired_state() -> No
     snapshot = SourceSnapshot([group], {"g": [member_of(raw)]})
     built = build(snapshot, Rules(path_prefixes=("/llm",)))
     assert built.desired.users["u9"].email_verified
+
+
+@settings(max_examples=200, deadline=None)
+@given(before=memberships, after=memberships)
+def test_the_changed_teams_are_those_where_a_changed_user_changed(
+    before: dict[str, set[str]], after: dict[str, set[str]]
+) -> None:
+    """Outside `changed_teams`, every team holds the changed users as it did (same
+    roles); inside, at least one of them is added, removed or given another role."""
+    old, new = build(truth(before), RULES).desired, build(truth(after), RULES).desired
+    users = {u.id for u in USERS if before.get(u.id, set()) != after.get(u.id, set())}
+    changed = changed_teams(old, new, users)
+
+    def held(state: Desired, tid: str) -> dict[str, str]:
+        team = state.teams.get(tid)
+        return {u: str(r) for u, r in (team.members.items() if team else ()) if u in users}
+
+    for tid in set(old.teams) | set(new.teams):
+        assert (tid in changed) == (held(old, tid) != held(new, tid)), tid
+    assert changed_teams(old, new, set()) == set()

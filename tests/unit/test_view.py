@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from syncd.model import MANAGED, Actual, Key, Team, TeamSettings, User
-from syncd.view import Rows, differences, overlay, subjects_of
+from syncd.view import Rows, differences, overlay, subjects_of, unsettled_teams
 
 
 def team(tid: str, *members: str) -> Team:
@@ -53,6 +53,20 @@ def test_rows_that_agree_are_no_difference_and_others_are_named() -> None:
 def test_the_teams_a_plan_depends_on_include_the_users_teams() -> None:
     users, teams = subjects_of(VIEW, {"u1"}, set())
     assert users == {"u1"} and teams == {"t1"}
+
+
+def test_only_rosters_that_disagree_with_a_fresh_user_row_are_unsettled() -> None:
+    agrees = Rows(users={"u2": User("u2")}, user_teams={"u2": ("t1", "t2")})
+    assert unsettled_teams(VIEW, agrees) == set()
+    added_by_hand = Rows(users={"u1": User("u1")}, user_teams={"u1": ("t1", "t2")})
+    assert unsettled_teams(VIEW, added_by_hand) == {"t2"}
+    removed_by_hand = Rows(users={"u2": User("u2")}, user_teams={"u2": ("t2",)})
+    assert unsettled_teams(VIEW, removed_by_hand) == {"t1"}
+    already_read = Rows(users={"u2": User("u2")}, teams={"t1": team("t1")},
+                        user_teams={"u2": ("t2",)})
+    assert unsettled_teams(VIEW, already_read) == set()
+    gone = Rows(users={"u1": None})
+    assert unsettled_teams(VIEW, gone) == {"t1"}
 
 
 @given(st.sets(st.sampled_from(["u1", "u2", "u3"])), st.sets(st.sampled_from(["t1", "t2", "t3"])))
