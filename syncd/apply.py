@@ -21,16 +21,17 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
-from typing import Generic, TypeVar, assert_never
+from typing import Any, Generic, Protocol, TypeVar, assert_never
 
 import structlog
 
 from syncd.errors import TargetWriteError, WriteUncertain
 from syncd.http import RetryBudget
-from syncd.litellm import LiteLLMClient
+from syncd.metrics import Metrics
+from syncd.model import Role, TeamSettings
 from syncd.operations import (
     AddMember,
     BlockKey,
@@ -205,19 +206,50 @@ async def write_in_batches(
     return outcome
 
 
+class Writes(Protocol):
+    """The LiteLLM writes the applier makes (`syncd.litellm.LiteLLMClient`), one
+    method per kind of change; unit tests give it an in-memory LiteLLM. Each
+    raises `TargetWriteError` (`WriteUncertain` when the answer was lost) and
+    is idempotent, so the applier may send it again."""
+
+    async def create_user(self, user_id: str, email: str | None, username: str,
+                          metadata: Mapping[str, Any] | None = None) -> bool: ...
+    async def update_user_metadata(self, user_id: str, metadata: Mapping[str, Any]) -> None: ...
+    async def update_user_profile(self, user_id: str, fields: Mapping[str, Any]) -> None: ...
+    async def release_email(self, user_id: str, metadata: Mapping[str, Any], to_user_id: str,
+                            to_email: str) -> None: ...
+    async def create_team(self, team_id: str, alias: str, settings: TeamSettings,
+                          metadata: Mapping[str, Any]) -> bool: ...
+    async def update_team(self, team_id: str, fields: Mapping[str, Any],
+                          metadata: Mapping[str, Any]) -> None: ...
+    async def block_team(self, team_id: str, metadata: Mapping[str, Any]) -> None: ...
+    async def unblock_team(self, team_id: str, metadata: Mapping[str, Any]) -> None: ...
+    async def delete_team(self, team_id: str) -> None: ...
+    async def add_members(self, team_id: str, members: Sequence[tuple[str, Role]]) -> None: ...
+    async def team_member_ids(self, team_id: str) -> set[str] | None: ...
+    async def change_member_role(self, team_id: str, user_id: str, role: Role) -> None: ...
+    async def remove_member(self, team_id: str, user_id: str) -> None: ...
+    async def delete_keys(self, tokens: Sequence[str]) -> None: ...
+    async def block_key(self, token: str, metadata: Mapping[str, Any]) -> None: ...
+    async def unblock_key(self, token: str, unblock: bool,
+                          metadata: Mapping[str, Any]) -> None: ...
+    async def delete_user(self, user_id: str) -> None: ...
+
+
 class Applier:
     def __init__(
-        self, client: LiteLLMClient, stop: asyncio.Event | None = None,
-        in_flight: int = IN_FLIGHT, budget: RetryBudget | None = None,
+        self, client: Writes, metrics: Metrics, budget: RetryBudget,
+        stop: asyncio.Event | None = None, in_flight: int = IN_FLIGHT,
     ) -> None:
-        """`budget` is the run's retry budget (the LiteLLM client's when not given):
-        re-sending parts of failed batches spends from it like HTTP retries do."""
+        """`budget` is the run's retry budget: re-sending parts of failed batches
+        spends from it like HTTP retries do."""
         self.client = client
+        self.metrics = metrics
         self.stop = stop
         self.in_flight = max(1, min(in_flight, IN_FLIGHT))
-        self.budget = budget if budget is not None else client.api.budget
+        self.budget = budget
         self.batch = BatchSize()
-        client.api.metrics.batch_size.set(self.batch.size)
+        metrics.batch_size.set(self.batch.size)
         self.result = ApplyResult()
         self.failed_users: set[str] = set()
         self.failed_teams: set[str] = set()
@@ -384,7 +416,7 @@ class Applier:
         present: Callable[[], Awaitable[set[Hashable] | None]] | None,
         what: dict[str, str],
     ) -> None:
-        metrics = self.client.api.metrics
+        metrics = self.metrics
 
         def on_done(chunk: list[T]) -> None:
             for op in chunk:

@@ -672,7 +672,9 @@ class Reconciler:
             self.metrics.unresolved_identities.set(plan.unresolved_identities)
             self.metrics.withheld_emails.set(plan.withheld_emails)
         real = mode == "apply"
-        applier = Applier(self.clients.target, stop, in_flight=self.settings.litellm.concurrency)
+        target = self.clients.target
+        applier = Applier(target, self.metrics, target.api.budget, stop,
+                          in_flight=self.settings.litellm.concurrency)
         if real:
             facts.applied = applier.result
         try:
