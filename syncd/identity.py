@@ -144,7 +144,11 @@ def stored_rule(user: User) -> str:
 
 
 def check_rule(actual: Actual, rule: IdFrom) -> None:
-    """Refuse a ``users.id_from`` different from the one syncd's users were made under."""
+    """Refuse a ``users.id_from`` different from the one syncd's users were made under.
+
+    Called as soon as LiteLLM's users are read, which cancels the Keycloak read
+    still running: a rule that would give everyone a second user is a
+    configuration error, found before anything else is looked at."""
     other = sorted(
         (u for u in actual.users.values() if u.managed and stored_rule(u) != rule),
         key=lambda u: u.user_id,
@@ -189,8 +193,8 @@ def resolve(
     """Map every Keycloak user to at most one LiteLLM user, one to one, and decide
     each one's email; see the module doc. `protected`: LiteLLM users syncd never
     changes (proxy admins, the ignore list, its own identity): never linked by
-    email, never released."""
-    check_rule(actual, rule)
+    email, never released. The rule itself was checked against LiteLLM when it
+    was read (`check_rule`)."""
     kc_users = [desired.users[k] for k in sorted(desired.users)]
     kc_by_email: dict[str, list[DesiredUser]] = defaultdict(list)
     for k in kc_users:

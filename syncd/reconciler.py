@@ -72,7 +72,7 @@ from syncd.fastpath import (
     unknown_groups,
 )
 from syncd.http import ApiClient, RequestCounter, RetryBudget, all_or_nothing
-from syncd.identity import owner, rule_id
+from syncd.identity import check_rule, owner, rule_id
 from syncd.keycloak import KeycloakReader, TokenProvider
 from syncd.litellm import KeyOwner, LiteLLMClient
 from syncd.metrics import Metrics
@@ -524,6 +524,7 @@ class Reconciler:
                 )
         self.owner = found
         actual = await target.read()
+        check_rule(actual, self.settings.users.id_from)
         return replace(actual, service_user_id=found.user_id)
 
     async def _scoped(

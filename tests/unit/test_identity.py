@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from syncd.errors import ConfigError
 from syncd.evidence import UserOutside
-from syncd.identity import Release, owner, resolve
+from syncd.identity import Release, check_rule, owner, resolve
 from syncd.model import (
     ID_FROM,
     KEYCLOAK_ID,
@@ -151,7 +151,8 @@ def test_tracked_user_follows_email_change_and_rename() -> None:
 def test_changed_rule_is_refused() -> None:
     made = User("kc-alice", "alice@example.com", None, {MANAGED: True})
     with pytest.raises(ConfigError, match=r"users.id_from is 'email'.*back to 'id'"):
-        resolve(want(ALICE), have(made), "email")
+        check_rule(have(made), "email")
+    check_rule(have(made), "id")  # the rule it was made under
 
 
 def test_plan_links_then_nothing_and_collision_blocks_nobody() -> None:
