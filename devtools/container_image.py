@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import argparse
 import configparser
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -44,9 +42,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from devtools.keycloak_local import file_lock
 
 __all__ = [
     "BASE_TAG",
@@ -210,17 +210,6 @@ def apt_mirror() -> str:
     return "http://deb.debian.org/debian"
 
 
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _debootstrap(tarball: Path) -> None:
     if not shutil.which("debootstrap"):
         raise ContainerToolsError("debootstrap is not installed (devtools/install_tools.sh)")
@@ -262,7 +251,7 @@ def ensure_base() -> str:
         return BASE_TAG
     cache = cache_dir()
     tarball = cache / f"python3.11-{SUITE}-{VARIANT}-{recipe_hash()}.tar"
-    with _lock(cache / ".lock"):
+    with file_lock(cache / ".lock"):
         if image_exists(BASE_TAG):
             return BASE_TAG
         if not tarball.is_file():

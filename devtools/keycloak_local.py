@@ -123,8 +123,9 @@ def distribution_url(version: str = DEFAULT_VERSION) -> str:
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Exclusive advisory lock so two processes never download/unzip/build at once."""
+def file_lock(path: Path) -> Iterator[None]:
+    """Exclusive advisory lock so two processes never download/unzip/build at once
+    (also the container image's base cache)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -200,7 +201,7 @@ def ensure_distribution(version: str = DEFAULT_VERSION) -> Path:
     home = root / f"keycloak-{version}"
     if _read_stamp(home) == _expected_stamp(version):
         return home
-    with _file_lock(root / f"keycloak-{version}.lock"):
+    with file_lock(root / f"keycloak-{version}.lock"):
         if _read_stamp(home) == _expected_stamp(version):
             return home
         zip_path = root / f"keycloak-{version}.zip"
