@@ -46,7 +46,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devtools.keycloak_local import file_lock
+from devtools.locks import file_lock
 
 __all__ = [
     "BASE_TAG",

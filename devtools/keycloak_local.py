@@ -36,7 +36,6 @@ import argparse
 import atexit
 import contextlib
 import ctypes
-import fcntl
 import hashlib
 import importlib
 import json
@@ -59,6 +58,8 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+
+from devtools.locks import file_lock
 
 __all__ = [
     "ADMIN_PASSWORD",
@@ -120,19 +121,6 @@ def cache_dir() -> Path:
 def distribution_url(version: str = DEFAULT_VERSION) -> str:
     """Maven Central URL of the server zip (artifact keycloak-quarkus-dist, type zip)."""
     return f"{MAVEN_BASE}/{version}/keycloak-quarkus-dist-{version}.zip"
-
-
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Exclusive advisory lock so two processes never download/unzip/build at once
-    (also the container image's base cache)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _download(url: str, dest: Path) -> None:
