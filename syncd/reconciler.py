@@ -504,14 +504,16 @@ class Reconciler:
         snapshot = await self.clients.reader.read_snapshot(self.rules)
         return snapshot, build(snapshot, self.rules)
 
-    async def _read_target(self) -> Actual:
+    async def _read_target(self, *, owner_known: bool = False) -> Actual:
         """Who syncd's key acts as (refusing a key that cannot administer), then LiteLLM.
 
         The key's own user is carried in ``Actual.service_user_id`` so the planner
-        never removes, blocks or counts it.
+        never removes, blocks or counts it. `owner_known`: a read within a run
+        that follows a full one (a scoped run's whole read, the view's refresh)
+        keeps the owner that full run found rather than asking again.
         """
         target = self.clients.target
-        found = await target.whoami()
+        found = self.owner if owner_known and self.owner is not None else await target.whoami()
         if found != self.owner:
             log.info(
                 "litellm_identity", user_id=found.user_id, role=found.role,
@@ -540,7 +542,7 @@ class Reconciler:
         facts.scope = scope
         rows = await _unless_stopped(self._scoped_rows(view, old, built.desired, scope), stop)
         if rows is None:  # too many rows for one by one: read LiteLLM whole
-            actual = await _unless_stopped(self._read_target(), stop)
+            actual = await _unless_stopped(self._read_target(owner_known=True), stop)
         else:
             drift = differences(view, rows)
             if drift:
@@ -755,7 +757,7 @@ class Reconciler:
         teams |= subjects_of(view, gone, ())[1]
         try:
             if len(users) + len(teams) > self._row_budget(view):
-                fresh = await self._read_target()
+                fresh = await self._read_target(owner_known=True)
                 self.view = fresh
             else:
                 self.view = overlay(view, await self._rows(view, users, teams))

@@ -252,6 +252,33 @@ def test_a_membership_removed_by_hand_in_another_team_is_noticed(
     assert session.reconciler.view == session.fresh_read()
 
 
+def test_a_scope_larger_than_a_whole_read_reads_litellm_whole(
+    realm_factory: RealmFactory, emulator: EmulatorAdmin, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A renamed group of 70 members puts 71 rows in scope, more than reading
+    LiteLLM whole costs (64 rows at least): the scoped run reads it whole, with
+    the key's owner kept from the full run (no second ``/key/info``)."""
+    big = [{"username": f"b{i:03d}", "email": f"b{i:03d}@example.com", "groups": ["/llm/big"]}
+           for i in range(70)]
+    realm = realm_factory(groups={"/llm/big": {}}, users=big)
+    s = Session(settings_for(realm, emulator, tmp_path, monkeypatch))
+    try:
+        assert s.full().stats.result == "success"
+        gid = realm.group_id("/llm/big")
+        realm.rename_group("/llm/big", "huge")
+        emulator.reset_counters()
+        report = s.scoped(set(), {gid})
+        assert report.stats.result == "success", report.error
+        paths = emulator.counters()["paths"]
+        assert paths["/v2/team/list"]["reads"] >= 1 and paths["/user/list"]["reads"] >= 1
+        assert "/key/info" not in paths, paths
+        assert teams(emulator)[gid]["team_alias"] == "huge"
+        assert s.reconciler.view == s.fresh_read()
+    finally:
+        s.close()
+
+
 CHANGES = st.lists(
     st.tuples(
         st.sampled_from(["join", "leave", "disable", "enable"]),
