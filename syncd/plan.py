@@ -192,9 +192,18 @@ class _Planner:
         # Keys deleted by this plan are not also blocked or unblocked.
         self.revoked: set[str] = set()
         self.managed = actual.managed_teams
+        self._protected: dict[str, bool] = {}
 
     # -- protection -------------------------------------------------------
     def protected(self, user_id: str) -> bool:
+        """Asked for every membership of every managed team (the brake's counts):
+        answered once per user."""
+        known = self._protected.get(user_id)
+        if known is None:
+            known = self._protected[user_id] = self._is_protected(user_id)
+        return known
+
+    def _is_protected(self, user_id: str) -> bool:
         if user_id in self.identities.held:
             return True  # might be a Keycloak user with an identity collision: never guessed
         if user_id in (DEFAULT_USER_ID, self.actual.service_user_id):
