@@ -118,6 +118,10 @@ SEEN_TIMEOUT = 420.0  # a change not seen in 7 minutes (past a full reconcile) i
 # 403 is taken too. A key that passes auth gets 500 there (the fake upstream does not
 # listen), so "not 200" would count every key as refused.
 REAL_REFUSED = frozenset({401, 403})
+# A model start.sh's config has (the emulator's names are not there: the real proxy would
+# answer 400 "invalid model" after auth, which is no refusal either, but not the 500 of a
+# call that got as far as the upstream).
+REAL_MODEL = "gpt-4o-mini"
 
 
 def _ts(value: str) -> float:
@@ -540,12 +544,14 @@ def seen(bench: Bench, http: httpx.Client, c: Change) -> bool:
         body = http.get("/team/info", params={"team_id": bench.gid(c.group)}).json()
         members = (body.get("team_info") or {}).get("members_with_roles") or []
         return bench.uid(c.user) in {m.get("user_id") for m in members}
+    real = bench.emulator.kind == "real"
     response = http.post(
         "/chat/completions", headers={"Authorization": f"Bearer {c.key}"},
-        json={"model": DEFAULT_MODELS[0], "messages": [{"role": "user", "content": "hi"}]},
+        json={"model": REAL_MODEL if real else DEFAULT_MODELS[0],
+              "messages": [{"role": "user", "content": "hi"}]},
     )
     c.last_status = response.status_code
-    if bench.emulator.kind == "real":
+    if real:
         return response.status_code in REAL_REFUSED
     return response.status_code != 200
 
@@ -727,7 +733,8 @@ def run_events_bench(size: str = "full", *, seed: int = 7, latency_ms: float = 5
                 "fast_path_runs": {r: daemon.metric("syncd_fast_path_runs_total", result=r)
                                    for r in ("success", "failure", "partial", "braked")},
                 "admin_events_applied": daemon.metric("syncd_admin_events_applied_total"),
-                "one_change_runs": one_change_costs(daemon),
+                "one_change_runs": one_change_costs(daemon.named("fast_path_finished"),
+                                                    rows),
                 "event_gaps": [e.get("reason") for e in daemon.named("event_gap")],
                 "non_json_log_lines": len(daemon.named("non_json")),
             }
@@ -752,17 +759,36 @@ def run_events_bench(size: str = "full", *, seed: int = 7, latency_ms: float = 5
     return doc
 
 
-def one_change_costs(daemon: Daemon) -> dict[str, Any]:
-    """Requests of the scoped runs that applied exactly one admin event: the cost
-    of one change, which must not grow with the organisation."""
-    runs = [r for r in daemon.named("fast_path_finished") if r.get("events") == 1]
+def one_change_costs(finished: Sequence[Mapping[str, Any]],
+                     rows: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """Requests of the scoped runs (``fast_path_finished`` events) that applied
+    exactly one admin event: the cost of one change, which must not grow with the
+    organisation. With the propagation rows, also by kind of change: a run belongs
+    to the change made last before it ended (they are made one at a time)."""
+    runs = [r for r in finished if r.get("events") == 1]
     if not runs:
         return {"n": 0}
+    out = _costs(runs)
+    starts = sorted((float(r["at"]), str(r["kind"])) for r in rows)
+    by_kind: dict[str, list[Mapping[str, Any]]] = {}
+    for run in runs:
+        end = _ts(str(run["timestamp"]))
+        kind = next((k for at, k in reversed(starts) if at <= end), None)
+        if kind is not None:
+            by_kind.setdefault(kind, []).append(run)
+    if by_kind:
+        out["by_kind"] = {k: _costs(by_kind[k]) for k in KINDS if k in by_kind}
+    return out
+
+
+def _costs(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     kc = sorted(int(r.get("kc_requests") or 0) for r in runs)
     ll = sorted(int(r.get("ll_requests") or 0) for r in runs)
     return {"n": len(runs), "keycloak_max": kc[-1], "keycloak_median": statistics.median(kc),
             "litellm_max": ll[-1], "litellm_median": statistics.median(ll),
-            "litellm_writes_max": max(int(r.get("ll_writes") or 0) for r in runs)}
+            "litellm_writes_max": max(int(r.get("ll_writes") or 0) for r in runs),
+            "seconds_median": round(statistics.median(float(r.get("duration") or 0)
+                                                      for r in runs), 2)}
 
 
 def correctness(doc: Mapping[str, Any]) -> list[str]:
@@ -852,7 +878,8 @@ def table(doc: Mapping[str, Any]) -> str:
                   f"{b['changes_by_kind']} vs {b['changes_expected_full_reconcile']} for a "
                   f"full reconcile; write requests {b['writes_total']} vs "
                   f"{b['writes_expected_total']} for one full reconcile "
-                  f"({b['writes_by_path']}; answered an error: {b['writes_answered_error']}); "
+                  f"({b['writes_by_path'] or 'by path: not counted, syncd /metrics'}; "
+                  f"answered an error: {b['writes_answered_error']}); "
                   f"{b['fast_path_runs']} fast-path runs; --check exit {b['check_exit_code']}; "
                   f"full reconciles during: {b['full_reconciles_during']}"]
     one = (doc.get("daemon") or {}).get("one_change_runs") or {}
@@ -861,6 +888,11 @@ def table(doc: Mapping[str, Any]) -> str:
                   f"{one['keycloak_median']} max {one['keycloak_max']}; LiteLLM requests median "
                   f"{one['litellm_median']} max {one['litellm_max']} (writes max "
                   f"{one['litellm_writes_max']})"]
+        for kind, k in (one.get("by_kind") or {}).items():
+            lines.append(f"  {kind} (n={k['n']}): Keycloak median {k['keycloak_median']} max "
+                         f"{k['keycloak_max']}; LiteLLM median {k['litellm_median']} max "
+                         f"{k['litellm_max']} (writes max {k['litellm_writes_max']}); run "
+                         f"median {k['seconds_median']} s")
     if idle:
         lines += [f"idle hour (projected: polls + one full reconcile): "
                   f"{idle['keycloak_per_hour_projected']} Keycloak requests"]
