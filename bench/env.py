@@ -281,6 +281,12 @@ class BenchEmulator:
 
 
 REAL_LITELLM = Path(os.environ.get("REAL_LITELLM_DIR", "/work/shared/real-litellm"))
+# start.sh's own default run directory as root is under $PREFIX (~/.cache, in /root), which
+# the `postgres` user it runs PostgreSQL as cannot enter: as root the bench gives it a run
+# directory anyone can enter, with its own cluster port (a cluster keeps the port it was
+# made with, so the pair goes together). Either can be set by the caller instead.
+REAL_LITELLM_ROOT_ENV = {"REAL_LITELLM_RUN_DIR": "/var/tmp/rl-run",
+                         "REAL_LITELLM_PG_PORT": "15452"}
 
 
 class RealAdmin:
@@ -294,6 +300,12 @@ class RealAdmin:
 
     def close(self) -> None:
         self.http.close()
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        """A fresh client authenticated with the master key (as ``EmulatorAdmin.client``)."""
+        headers = {"Authorization": f"Bearer {MASTER_KEY}", **kwargs.pop("headers", {})}
+        return httpx.Client(base_url=str(self.http.base_url), headers=headers,
+                            timeout=kwargs.pop("timeout", 10.0), **kwargs)
 
     def generate_key(self, **fields: Any) -> dict[str, Any]:
         response = self.http.post("/key/generate", json=fields)
@@ -328,6 +340,15 @@ class BenchRealProxy:
     kind = "real"
     latency_ms = 0.0
 
+    @staticmethod
+    def version() -> str | None:
+        """The litellm version installed in the proxy's virtualenv (start.sh's prefix)."""
+        cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        prefix = Path(os.environ.get("REAL_LITELLM_PREFIX") or Path(cache) / "real-litellm")
+        found = sorted(prefix.glob("venv/lib/python*/site-packages/litellm-*.dist-info"))
+        return found[-1].name.removeprefix("litellm-").removesuffix(".dist-info") \
+            if found else None
+
     def __init__(self, port: int = 14620) -> None:
         self.port = port
         self.url = ""
@@ -339,8 +360,16 @@ class BenchRealProxy:
         if not script.exists():
             raise SystemExit(f"{script} not found: no real LiteLLM proxy here")
         started = time.perf_counter()
+        env = dict(os.environ)
+        if os.geteuid() == 0:
+            for name, value in REAL_LITELLM_ROOT_ENV.items():
+                env.setdefault(name, value)
+            run_dir = Path(env["REAL_LITELLM_RUN_DIR"])
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if run_dir == Path(REAL_LITELLM_ROOT_ENV["REAL_LITELLM_RUN_DIR"]):
+                run_dir.chmod(0o777)
         out = subprocess.run(["bash", str(script), str(self.port), MASTER_KEY],
-                             capture_output=True, text=True, timeout=900)
+                             capture_output=True, text=True, timeout=900, env=env)
         line = next((x for x in out.stdout.splitlines()
                      if x.startswith("REAL_LITELLM_READY")), None)
         if out.returncode != 0 or line is None:

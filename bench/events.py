@@ -66,7 +66,16 @@ import httpx
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.env import MASTER_KEY, SYNCD, BenchEmulator, BenchKeycloak, SyncdRunner, log
+from bench.env import (
+    MASTER_KEY,
+    SYNCD,
+    BenchEmulator,
+    BenchKeycloak,
+    BenchRealProxy,
+    LiteLLMTarget,
+    SyncdRunner,
+    log,
+)
 from bench.run import (
     Bench,
     apply_changes,
@@ -102,6 +111,17 @@ COUNTS = {"full": {"per_kind": 30, "idle_s": 120.0, "burst": 500},
           "small": {"per_kind": 3, "idle_s": 20.0, "burst": 50}}
 POLL_SECONDS = EventsSettings().poll_seconds  # syncd's default (not set in the config)
 SEEN_TIMEOUT = 420.0  # a change not seen in 7 minutes (past a full reconcile) is a failure
+# How the real proxy refuses a key on POST /chat/completions: 401 for a key that is
+# blocked, of a blocked team, or gone (member_delete deletes the member's team keys):
+# litellm/proxy/auth/user_api_key_auth.py::_user_api_key_auth_builder raises
+# ProxyException(code=401) for every auth failure (observed on 1.110.2 for all three);
+# 403 is taken too. A key that passes auth is never answered 200 there, so "not 200"
+# would count every key as refused. The check asks for the emulator's model, which
+# start.sh's config does not have: past auth, route_llm_request.py::route_request
+# raises ProxyModelNotFoundError, 400, in ~0.05 s. A configured model would reach the
+# dead upstream (127.0.0.1:15499) and answer 500 only after the OpenAI client's
+# retries, 8.8 s here: every check would take that long, and so would the latency.
+REAL_REFUSED = frozenset({401, 403})
 
 
 def _ts(value: str) -> float:
@@ -186,9 +206,29 @@ class Daemon:
                 out[(sample.name, frozenset(sample.labels.items()))] = sample.value
         return out
 
-    def requests(self, target: str) -> float:
+    def requests(self, target: str, method: str | None = None) -> float:
         return sum(v for (name, labels), v in self.metrics().items()
-                   if name == "syncd_http_requests_total" and ("target", target) in labels)
+                   if name == "syncd_http_requests_total" and ("target", target) in labels
+                   and (method is None or ("method", method) in labels))
+
+    def litellm_writes_by_status(self) -> Counter[str]:
+        """syncd's LiteLLM writes (every one is a POST) by answer status, from /metrics."""
+        out: Counter[str] = Counter()
+        for (name, labels), v in self.metrics().items():
+            tags = dict(labels)
+            if name == "syncd_http_requests_total" and tags.get("target") == "litellm" \
+                    and tags.get("method") == "POST":
+                out[f"POST {tags.get('status')}"] += int(v)
+        return out
+
+    def changes_since(self, t0: float) -> Counter[str]:
+        """The daemon's ``change`` events (one per operation applied) since `t0`, by kind."""
+        return Counter(str(e.get("op")) for e in self.events()
+                       if e.get("event") == "change" and _ts(e["timestamp"]) >= t0)
+
+    def last_change_at(self, t0: float) -> float | None:
+        return max((_ts(e["timestamp"]) for e in self.events()
+                    if e.get("event") == "change" and _ts(e["timestamp"]) >= t0), default=None)
 
     def metric(self, name: str, **labels: str) -> float:
         return self.metrics().get((name, frozenset(labels.items())), 0.0)
@@ -229,6 +269,7 @@ class Change:
     group: str | None  # group path
     key: str | None = None  # the raw key whose refusal is awaited
     key_owner: int | None = None
+    last_status: int | None = None  # of the last key check
 
 
 def pick_changes(bench: Bench, per_kind: int, rng: random.Random) -> list[Change]:
@@ -356,15 +397,24 @@ def make_change(bench: Bench, admin: Any, c: Change) -> None:
 # --------------------------------------------------------------------------- phases
 
 
-def idle_phase(daemon: Daemon, ll: BenchEmulator, seconds: float) -> dict[str, Any]:
+def idle_phase(daemon: Daemon, ll: LiteLLMTarget, seconds: float) -> dict[str, Any]:
+    """On the real proxy, which counts nothing, LiteLLM's writes and reads are syncd's
+    own (its /metrics: every write is a POST, every read a GET); on the emulator they
+    are what the emulator received."""
     time.sleep(2 * POLL_SECONDS)  # let the start-up reconcile's tail settle
     ll.reset_counters()
     fast_before = len(daemon.named("fast_path_finished"))
     kc0, ll0, t0 = daemon.requests("keycloak"), daemon.requests("litellm"), time.time()
+    posts0, gets0 = daemon.requests("litellm", "POST"), daemon.requests("litellm", "GET")
     log(f"idle: {seconds:.0f}s without changes")
     time.sleep(seconds)
     kc1, ll1, t1 = daemon.requests("keycloak"), daemon.requests("litellm"), time.time()
-    counters = ll.counters()
+    posts1, gets1 = daemon.requests("litellm", "POST"), daemon.requests("litellm", "GET")
+    if ll.counts_requests:
+        counters = ll.counters()
+        writes, reads = counters["total"]["writes"], counters["total"]["reads"]
+    else:
+        writes, reads = int(posts1 - posts0), int(gets1 - gets0)
     minutes = (t1 - t0) / 60
     row = {
         "window_s": round(t1 - t0, 1),
@@ -372,8 +422,9 @@ def idle_phase(daemon: Daemon, ll: BenchEmulator, seconds: float) -> dict[str, A
         "keycloak_per_min": round((kc1 - kc0) / minutes, 2),
         "floor_per_min": round(60 / POLL_SECONDS, 2),
         "litellm_requests_by_syncd": int(ll1 - ll0),
-        "litellm_writes": counters["total"]["writes"],
-        "litellm_reads": counters["total"]["reads"],
+        "litellm_writes": writes,
+        "litellm_reads": reads,
+        "litellm_counted_by": "emulator" if ll.counts_requests else "syncd /metrics",
         "full_reconciles_in_window": daemon.full_runs_overlapping(t0, t1),
         "fast_path_runs_in_window": len(daemon.named("fast_path_finished")) - fast_before,
     }
@@ -400,36 +451,57 @@ def burst_phase(bench: Bench, daemon: Daemon, model: KeycloakModel, n: int,
     expected_ops = expected_changes(model, after, bench.keys)
     ll.reset_counters()
     fast_before = len(daemon.named("fast_path_finished"))
+    posts0 = daemon.litellm_writes_by_status()
     t0 = time.time()
     apply_changes(bench, changes)
     t1 = time.time()
     log(f"burst: {changes.describe()} made in {t1 - t0:.1f}s; "
         f"{sum(expected.values())} writes expected")
+
+    def done() -> bool:
+        # The emulator counts the writes it took; the real proxy counts nothing, so
+        # there LiteLLM has converged when the daemon has logged every change a full
+        # reconcile would make (a `change` event follows its write's success).
+        if ll.counts_requests:
+            return bool(ll.counters()["total"]["writes"] >= sum(expected.values()))
+        made = daemon.changes_since(t0)
+        return all(made[op] >= n for op, n in expected_ops.items())
+
     deadline = time.monotonic() + 240
     converged_at = None
     while time.monotonic() < deadline:
-        if ll.counters()["total"]["writes"] >= sum(expected.values()):
+        if done():
             converged_at = time.time()
             break
         time.sleep(0.2)
     time.sleep(2 * POLL_SECONDS + 2)  # anything late would show here
-    with ll.no_latency() as admin:
-        audit = admin.audit()
-    syncd_writes = [a for a in audit if a.get("changed_by") != "emulator-seed"
-                    and _ts(a["at"]) >= t0 - 1]
-    last_write = max((_ts(a["at"]) for a in syncd_writes), default=None)
-    counters = ll.counters()
-    writes = {p: c["writes"] for p, c in counters["paths"].items() if c["writes"]}
+    writes: dict[str, int] | None = None
+    if ll.counts_requests:
+        assert isinstance(ll, BenchEmulator)
+        with ll.no_latency() as admin:
+            audit = admin.audit()
+        syncd_writes = [a for a in audit if a.get("changed_by") != "emulator-seed"
+                        and _ts(a["at"]) >= t0 - 1]
+        last_write = max((_ts(a["at"]) for a in syncd_writes), default=None)
+        counters = ll.counters()
+        writes = {p: c["writes"] for p, c in counters["paths"].items() if c["writes"]}
+        writes_total = sum(writes.values())
+        # by "path status": a /key/delete of a key member_delete already took (1.110.2
+        # deletes a member's team keys; syncd still deletes them for older proxies)
+        # is answered 404 and counted here
+        refused = Counter(f"{a['path']} {a['status']}" for a in syncd_writes
+                          if int(a.get("status") or 0) >= 400)
+    else:
+        # No audit log: the last write is the daemon's last `change` event, the writes
+        # are syncd's POSTs to LiteLLM (/metrics, by status: no path there).
+        last_write = daemon.last_change_at(t0)
+        posts = daemon.litellm_writes_by_status() - posts0
+        writes_total = sum(posts.values())
+        refused = Counter({k: n for k, n in posts.items() if int(k.split()[1]) >= 400})
     t_end = time.time()
     fulls = daemon.full_runs_overlapping(t0, t_end)
     fast = daemon.named("fast_path_finished")[fast_before:]
-    changes_made = Counter(str(e.get("op")) for e in daemon.events()
-                           if e.get("event") == "change" and _ts(e["timestamp"]) >= t0)
-    # by "path status": a /key/delete of a key member_delete already took (1.110.2
-    # deletes a member's team keys; syncd still deletes them for older proxies)
-    # is answered 404 and counted here
-    refused = Counter(f"{a['path']} {a['status']}" for a in syncd_writes
-                      if int(a.get("status") or 0) >= 400)
+    changes_made = daemon.changes_since(t0)
     gaps = [e for e in daemon.events() if e.get("event") == "event_gap"
             and _ts(e["timestamp"]) >= t0]
     check = bench.runner.run("burst-check", "--check")
@@ -442,11 +514,12 @@ def burst_phase(bench: Bench, daemon: Daemon, model: KeycloakModel, n: int,
         "converged": converged_at is not None,
         "converged_after_last_change_s": round(last_write - t1, 2) if last_write else None,
         "converged_after_first_change_s": round(last_write - t0, 2) if last_write else None,
-        "writes_by_path": writes,
+        "writes_by_path": writes,  # None on the real proxy: syncd counts no paths
+        "writes_counted_by": "emulator" if ll.counts_requests else "syncd /metrics",
         "writes_expected_full_reconcile": dict(expected),
-        "writes_total": sum(writes.values()),
+        "writes_total": writes_total,
         "writes_expected_total": sum(expected.values()),
-        "writes_equal_full_reconcile": writes == dict(expected),
+        "writes_equal_full_reconcile": writes == dict(expected) if writes is not None else None,
         "changes_by_kind": dict(changes_made),
         "changes_expected_full_reconcile": dict(expected_ops),
         "changes_equal_full_reconcile": changes_made == expected_ops,
@@ -471,10 +544,14 @@ def seen(bench: Bench, http: httpx.Client, c: Change) -> bool:
         body = http.get("/team/info", params={"team_id": bench.gid(c.group)}).json()
         members = (body.get("team_info") or {}).get("members_with_roles") or []
         return bench.uid(c.user) in {m.get("user_id") for m in members}
+    real = bench.emulator.kind == "real"
     response = http.post(
         "/chat/completions", headers={"Authorization": f"Bearer {c.key}"},
         json={"model": DEFAULT_MODELS[0], "messages": [{"role": "user", "content": "hi"}]},
     )
+    c.last_status = response.status_code
+    if real:
+        return response.status_code in REAL_REFUSED
     return response.status_code != 200
 
 
@@ -489,20 +566,29 @@ def propagation_phase(bench: Bench, daemon: Daemon, changes: list[Change],
         for n, c in enumerate(order, 1):
             if seen(bench, http, c):
                 bench.problems.append(f"{c.kind} {c.user or c.group}: seen before the change")
+            status_before = c.last_status
             time.sleep(rng.uniform(0.5, 5.5))
             make_change(bench, admin, c)
             t0 = time.time()
             mono = time.monotonic()
             ok = False
+            check_s = 0.0
             while time.monotonic() - mono < SEEN_TIMEOUT:
-                if seen(bench, http, c):
+                q0 = time.monotonic()
+                found = seen(bench, http, c)
+                check_s = time.monotonic() - q0
+                if found:
                     ok = True
                     break
                 time.sleep(0.1)
             t1 = time.time()
             row = {"kind": c.kind, "user": c.user, "group": c.group,
                    "latency_s": round(t1 - t0, 3) if ok else None,
-                   "at": round(t0, 3)}
+                   "at": round(t0, 3),
+                   # the key check's status before the change and when seen (None for
+                   # an addition), and how long the check that saw it took
+                   "status_before": status_before, "status_seen": c.last_status,
+                   "last_check_s": round(check_s, 3)}
             rows.append(row)
             if not ok:
                 bench.problems.append(f"{c.kind} {c.user or c.group}: not seen in "
@@ -541,7 +627,8 @@ def latency_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run_events_bench(size: str = "full", *, seed: int = 7, latency_ms: float = 5.0,
                      per_kind: int | None = None, idle_seconds: float | None = None,
-                     burst: int | None = None, keep: bool = False) -> dict[str, Any]:
+                     burst: int | None = None, keep: bool = False,
+                     target: str = "emulator") -> dict[str, Any]:
     started = time.perf_counter()
     counts = COUNTS[size]
     per_kind = counts["per_kind"] if per_kind is None else per_kind
@@ -554,20 +641,31 @@ def run_events_bench(size: str = "full", *, seed: int = 7, latency_ms: float = 5
         "generated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": machine(),
         "scenario": summary(scenario),
-        "settings": {"latency_ms_litellm": latency_ms, "latency_ms_keycloak": latency_ms,
+        # the real proxy gets no added latency: it is what it is, on loopback
+        "settings": {"target": target,
+                     "latency_ms_litellm": latency_ms if target == "emulator" else None,
+                     "latency_ms_keycloak": latency_ms,
                      "per_kind": per_kind, "idle_s": idle_seconds, "burst": burst,
                      "events": f"defaults (enabled auto, poll_seconds {POLL_SECONDS:g}, "
                                "overlap_seconds 60)",
                      "schedule": {"interval_seconds": 300, "jitter_seconds": "default (30)"}},
         "targets": TARGETS,
+        "litellm": {"target": target,
+                    "version": BenchRealProxy.version() if target == "real" else None,
+                    "emulates": "1.110.2" if target == "emulator" else None},
     }
     problems: list[str] = []
     daemon: Daemon | None = None
     proxy: LatencyProxy | None = None
     try:
-        with BenchKeycloak(scenario) as kc, BenchEmulator(latency_ms) as ll:
+        litellm: LiteLLMTarget = (
+            BenchRealProxy() if target == "real" else BenchEmulator(latency_ms)
+        )
+        with BenchKeycloak(scenario) as kc, litellm as ll:
             assert ll.admin is not None
-            ll.admin.reset()
+            if isinstance(ll, BenchEmulator):
+                assert ll.admin is not None
+                ll.admin.reset()
             ll.normal()
             with kc.admin() as admin:
                 admin.enable_admin_events(REALM)
@@ -634,7 +732,8 @@ def run_events_bench(size: str = "full", *, seed: int = 7, latency_ms: float = 5
                 "fast_path_runs": {r: daemon.metric("syncd_fast_path_runs_total", result=r)
                                    for r in ("success", "failure", "partial", "braked")},
                 "admin_events_applied": daemon.metric("syncd_admin_events_applied_total"),
-                "one_change_runs": one_change_costs(daemon),
+                "one_change_runs": one_change_costs(daemon.named("fast_path_finished"),
+                                                    rows),
                 "event_gaps": [e.get("reason") for e in daemon.named("event_gap")],
                 "non_json_log_lines": len(daemon.named("non_json")),
             }
@@ -659,17 +758,36 @@ def run_events_bench(size: str = "full", *, seed: int = 7, latency_ms: float = 5
     return doc
 
 
-def one_change_costs(daemon: Daemon) -> dict[str, Any]:
-    """Requests of the scoped runs that applied exactly one admin event: the cost
-    of one change, which must not grow with the organisation."""
-    runs = [r for r in daemon.named("fast_path_finished") if r.get("events") == 1]
+def one_change_costs(finished: Sequence[Mapping[str, Any]],
+                     rows: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """Requests of the scoped runs (``fast_path_finished`` events) that applied
+    exactly one admin event: the cost of one change, which must not grow with the
+    organisation. With the propagation rows, also by kind of change: a run belongs
+    to the change made last before it ended (they are made one at a time)."""
+    runs = [r for r in finished if r.get("events") == 1]
     if not runs:
         return {"n": 0}
+    out = _costs(runs)
+    starts = sorted((float(r["at"]), str(r["kind"])) for r in rows)
+    by_kind: dict[str, list[Mapping[str, Any]]] = {}
+    for run in runs:
+        end = _ts(str(run["timestamp"]))
+        kind = next((k for at, k in reversed(starts) if at <= end), None)
+        if kind is not None:
+            by_kind.setdefault(kind, []).append(run)
+    if by_kind:
+        out["by_kind"] = {k: _costs(by_kind[k]) for k in KINDS if k in by_kind}
+    return out
+
+
+def _costs(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     kc = sorted(int(r.get("kc_requests") or 0) for r in runs)
     ll = sorted(int(r.get("ll_requests") or 0) for r in runs)
     return {"n": len(runs), "keycloak_max": kc[-1], "keycloak_median": statistics.median(kc),
             "litellm_max": ll[-1], "litellm_median": statistics.median(ll),
-            "litellm_writes_max": max(int(r.get("ll_writes") or 0) for r in runs)}
+            "litellm_writes_max": max(int(r.get("ll_writes") or 0) for r in runs),
+            "seconds_median": round(statistics.median(float(r.get("duration") or 0)
+                                                      for r in runs), 2)}
 
 
 def correctness(doc: Mapping[str, Any]) -> list[str]:
@@ -759,7 +877,8 @@ def table(doc: Mapping[str, Any]) -> str:
                   f"{b['changes_by_kind']} vs {b['changes_expected_full_reconcile']} for a "
                   f"full reconcile; write requests {b['writes_total']} vs "
                   f"{b['writes_expected_total']} for one full reconcile "
-                  f"({b['writes_by_path']}; answered an error: {b['writes_answered_error']}); "
+                  f"({b['writes_by_path'] or 'by path: not counted, syncd /metrics'}; "
+                  f"answered an error: {b['writes_answered_error']}); "
                   f"{b['fast_path_runs']} fast-path runs; --check exit {b['check_exit_code']}; "
                   f"full reconciles during: {b['full_reconciles_during']}"]
     one = (doc.get("daemon") or {}).get("one_change_runs") or {}
@@ -768,6 +887,11 @@ def table(doc: Mapping[str, Any]) -> str:
                   f"{one['keycloak_median']} max {one['keycloak_max']}; LiteLLM requests median "
                   f"{one['litellm_median']} max {one['litellm_max']} (writes max "
                   f"{one['litellm_writes_max']})"]
+        for kind, k in (one.get("by_kind") or {}).items():
+            lines.append(f"  {kind} (n={k['n']}): Keycloak median {k['keycloak_median']} max "
+                         f"{k['keycloak_max']}; LiteLLM median {k['litellm_median']} max "
+                         f"{k['litellm_max']} (writes max {k['litellm_writes_max']}); run "
+                         f"median {k['seconds_median']} s")
     if idle:
         lines += [f"idle hour (projected: polls + one full reconcile): "
                   f"{idle['keycloak_per_hour_projected']} Keycloak requests"]
@@ -784,6 +908,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.events", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZES), default="full")
+    parser.add_argument("--target", choices=("emulator", "real"), default="emulator",
+                        help="the LiteLLM emulator (default) or a fresh real LiteLLM 1.110.2 "
+                             "proxy (../shared/real-litellm/start.sh)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--latency-ms", type=float, default=5.0)
@@ -794,7 +921,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     doc = run_events_bench(args.size, seed=args.seed, latency_ms=args.latency_ms,
                            per_kind=args.per_kind, idle_seconds=args.idle_seconds,
-                           burst=args.burst, keep=args.keep)
+                           burst=args.burst, keep=args.keep, target=args.target)
     print(table(doc))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
