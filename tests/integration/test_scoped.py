@@ -279,6 +279,28 @@ def test_a_scope_larger_than_a_whole_read_reads_litellm_whole(
         s.close()
 
 
+def test_a_new_hire_with_a_leavers_address_gets_it_through_the_scoped_path(
+    session: Session, realm: KeycloakRealm, emulator: EmulatorAdmin
+) -> None:
+    """Issue 24 on the fast path: the hire's own event brings the release of the
+    address along (confirmed by a fresh read of the leaver), without waiting for
+    a full reconcile; the leaver stays blocked."""
+    session.full()
+    cat = realm.user_id("cat")
+    realm.delete_user("cat")
+    assert session.scoped({cat}).stats.result == "success"
+    hire = realm.create_user("cora", email="cat@example.com", groups=["/llm/blue"])
+    report = session.scoped({hire})
+    assert report.stats.result == "success", report.error or report.warnings
+    got = users(emulator)
+    assert got[hire]["user_email"] == "cat@example.com"
+    assert hire in team_members(emulator, realm, "/llm/blue")
+    assert not got[cat]["user_email"]
+    assert got[cat]["metadata"]["syncd_released_email"] == "cat@example.com"
+    assert got[cat]["metadata"]["scim_active"] is False
+    assert session.reconciler.view == session.fresh_read()
+
+
 CHANGES = st.lists(
     st.tuples(
         st.sampled_from(["join", "leave", "disable", "enable"]),
