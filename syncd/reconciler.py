@@ -533,9 +533,9 @@ class Reconciler:
         self, hints: Hints, facts: _Facts, mode: Mode, policy: Policy,
         stop: asyncio.Event | None,
     ) -> None:
-        base, view = self.snapshot, self.view
-        assert base is not None and view is not None
-        old = self.built.desired if self.built is not None else build(base, self.rules).desired
+        base, built_before, view = self.snapshot, self.built, self.view
+        assert base is not None and built_before is not None and view is not None
+        old = built_before.desired
         snapshot, built, scope = await _unless_stopped(
             self._scoped_source(base, old, hints), stop
         )

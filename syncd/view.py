@@ -98,7 +98,6 @@ def subjects_of(view: Actual, user_ids: Iterable[str], team_ids: Iterable[str]) 
     return users, teams
 
 
-
 def unsettled_teams(view: Actual, rows: Rows) -> set[str]:
     """Teams not in `rows` whose kept roster disagrees with a fresh user row about
     that user: the user row lists the team and the kept roster lacks them (a
@@ -106,9 +105,11 @@ def unsettled_teams(view: Actual, rows: Rows) -> set[str]:
     Those rosters must be read fresh; the others agree with the user rows on
     who is in them, and a role changed by hand there waits for the next full
     reconcile."""
+    kept: dict[str, set[str]] = {uid: set() for uid in rows.users}
+    for tid, team in view.teams.items():  # one pass, however many users were read
+        for uid in kept.keys() & team.members.keys():
+            kept[uid].add(tid)
     out: set[str] = set()
-    for uid in rows.users:
-        listed = set(rows.user_teams.get(uid, ()))
-        kept = {tid for tid, team in view.teams.items() if uid in team.members}
-        out |= listed ^ kept
+    for uid, teams in kept.items():
+        out |= set(rows.user_teams.get(uid, ())) ^ teams
     return out - set(rows.teams)
