@@ -200,6 +200,15 @@ class BenchKeycloak:
 # --------------------------------------------------------------------------- emulator
 
 
+def listing_totals(http: httpx.Client) -> dict[str, int]:
+    """Rows in each LiteLLM listing syncd reads: the `total` each one reports on a
+    one-row page (the emulator and the real proxy answer alike)."""
+    teams = http.get("/v2/team/list", params={"page": 1, "page_size": 1}).json()
+    users = http.get("/user/list", params={"page": 1, "page_size": 1}).json()
+    keys = http.get("/key/list", params={"page": 1, "size": 1}).json()
+    return {"teams": teams["total"], "users": users["total"], "keys": keys["total_count"]}
+
+
 class BenchEmulator:
     """The LiteLLM emulator as a separate process with `latency_ms` on every request,
     and the cost model `costs` (``--costs``: "off", "real-1.110.2")."""
@@ -268,10 +277,7 @@ class BenchEmulator:
         """Rows in each listing syncd reads (the `total` each one reports)."""
         assert self.admin is not None
         with self.admin.client() as http:
-            teams = http.get("/v2/team/list", params={"page": 1, "page_size": 1}).json()
-            users = http.get("/user/list", params={"page": 1, "page_size": 1}).json()
-            keys = http.get("/key/list", params={"page": 1, "size": 1}).json()
-        return {"teams": teams["total"], "users": users["total"], "keys": keys["total_count"]}
+            return listing_totals(http)
 
     def __enter__(self) -> BenchEmulator:
         return self.start()
@@ -406,11 +412,7 @@ class BenchRealProxy:
 
     def totals(self) -> dict[str, int]:
         assert self.admin is not None
-        http = self.admin.http
-        teams = http.get("/v2/team/list", params={"page": 1, "page_size": 1}).json()
-        users = http.get("/user/list", params={"page": 1, "page_size": 1}).json()
-        keys = http.get("/key/list", params={"page": 1, "size": 1}).json()
-        return {"teams": teams["total"], "users": users["total"], "keys": keys["total_count"]}
+        return listing_totals(self.admin.http)
 
     def __enter__(self) -> BenchRealProxy:
         return self.start()
