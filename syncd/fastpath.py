@@ -14,7 +14,7 @@ has evidence for.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from syncd.desired import Group, Member, Rules, SourceSnapshot, groups_to_read, walk
 from syncd.model import Desired, Scope
@@ -77,6 +77,61 @@ def patch(
         for gid in user.groups & needed:
             out[gid].append(user.member)
     return SourceSnapshot(groups=groups, members=out)
+
+
+def graft(tree: list[Group], fresh: Mapping[str, Group | None]) -> list[Group] | None:
+    """The tree with each freshly read subtree in its place, or None when they
+    cannot be placed (a parent not in the tree, a nested group read without
+    its parent's id, subtrees read at different moments that disagree): only
+    a whole read can then say where they are.
+
+    `fresh` maps a group id to its subtree as re-read (`read_subtree`), or to
+    None when Keycloak no longer has it. A group gone takes its subtree with
+    it (Keycloak deletes subgroups with their parent, without events for
+    them); a group found replaces its old subtree wherever that was, so a
+    rename or a move is handled like any other change. Every group of a fresh
+    subtree is taken out of its old place first, so a group moved into a
+    changed one is not kept twice. `tree` itself is not changed: it belongs
+    to the kept snapshot.
+    """
+    subtrees = [t for t in fresh.values() if t is not None]
+    inside = {g.id for t in subtrees for g in t.descendants()}
+    pending = [t for t in subtrees if t.id not in inside]
+    gone = set(fresh) | {g.id for t in subtrees for g in walk([t])}
+    out = _without([_copy(g) for g in tree], gone)
+    while pending:
+        left = []
+        for subtree in pending:
+            if subtree.parent_id is None:
+                if subtree.path.count("/") > 1:  # nested, but read without parentId
+                    return None
+                out.append(_copy(subtree))
+                continue
+            parent = next((g for g in walk(out) if g.id == subtree.parent_id), None)
+            if parent is None:
+                left.append(subtree)
+                continue
+            parent.children.append(_copy(subtree))
+            parent.sub_group_count = len(parent.children)
+        if len(left) == len(pending):
+            return None
+        pending = left
+    ids = [g.id for g in walk(out)]
+    read = {g.id for t in subtrees for g in walk([t])}
+    if len(ids) != len(set(ids)) or not read <= set(ids):  # torn: read at different moments
+        return None
+    return out
+
+
+def _copy(group: Group) -> Group:
+    return replace(group, children=[_copy(c) for c in group.children])
+
+
+def _without(groups: list[Group], ids: set[str]) -> list[Group]:
+    kept = [g for g in groups if g.id not in ids]
+    for group in kept:
+        group.children = _without(group.children, ids)
+    return kept
 
 
 def missing_members(snapshot: SourceSnapshot, rules: Rules, tree: list[Group]) -> set[str]:

@@ -316,12 +316,32 @@ class KeycloakReader:
         ]
         if not top:
             await self._confirm_empty()
-        level = top
+        await self._descend(top)
+        return top
+
+    async def read_subtree(self, group_id: str) -> Group | None:
+        """One group and everything under it as Keycloak has them now, or None
+        when the group is gone: what a group's admin event needs re-read. A leaf
+        costs one request where the whole tree costs one per parent group.
+
+        The root's `parent_id` is Keycloak's ``parentId`` (sent since Keycloak
+        23; without it a nested group cannot be placed, and
+        `syncd.fastpath.graft` asks for the whole tree)."""
+        raw = await self.read_group(group_id)
+        if raw is None:
+            return None
+        root = parse_group(raw, None)
+        parent = raw.get("parentId")
+        root.parent_id = str(parent) if parent else None
+        await self._descend([root])
+        return root
+
+    async def _descend(self, level: list[Group]) -> None:
+        """Fill in the children under `level`, a level at a time, concurrently."""
         while level:
             parents = [g for g in level if g.sub_group_count > 0]
             results = await all_or_nothing(self._children(g) for g in parents)
             level = [child for children in results for child in children]
-        return top
 
     async def _confirm_empty(self) -> None:
         """An empty listing is believed only if the group count agrees: with the

@@ -50,6 +50,9 @@ PADDING_USERS = [
     {"username": f"p{i:03d}", "email": f"p{i:03d}@example.com", "groups": [f"/llm/pad{i % 20:02d}"]}
     for i in range(120)
 ]
+# Unselected parents with subgroups: reading the whole tree costs a request for
+# each of them, so a group change that reads the whole tree shows in the counts.
+DEEP_GROUPS = {f"/org{i:02d}/unit": {} for i in range(12)}
 MAX_KEYCLOAK, MAX_LITELLM = 5, 10  # issue 20: one user's change
 
 
@@ -123,7 +126,7 @@ def session(realm: KeycloakRealm, emulator: EmulatorAdmin, tmp_path: Path,
 
 @pytest.fixture
 def realm(realm_factory: RealmFactory) -> KeycloakRealm:
-    return realm_factory(groups={**GROUPS, **PADDING_GROUPS}, users=[*USERS, *PADDING_USERS])
+    return realm_factory(groups={**GROUPS, **PADDING_GROUPS, **DEEP_GROUPS}, users=[*USERS, *PADDING_USERS])
 
 
 def cost(report: RunReport) -> tuple[int, int]:
@@ -203,6 +206,35 @@ def test_group_changes_go_through_the_scoped_path(
     report = session.scoped(set(), {red})
     assert report.stats.result == "success", report.error
     assert teams(emulator)[red]["blocked"] is True  # archived, members and keys kept
+    assert session.reconciler.view == session.fresh_read()
+
+
+def test_a_group_change_reads_that_group_from_keycloak_not_the_whole_tree(
+    session: Session, realm: KeycloakRealm, emulator: EmulatorAdmin
+) -> None:
+    """A group's event re-reads that group's subtree: a leaf costs one request,
+    where the whole tree costs one per parent group (13 here)."""
+    session.full()
+    red = realm.group_id("/llm/red")
+    realm.delete_group("/llm/red")
+    kc, _ = cost(session.scoped(set(), {red}))
+    assert teams(emulator)[red]["blocked"] is True
+    assert kc <= MAX_KEYCLOAK, kc
+
+    realm.rename_group("/llm/blue", "azure")  # re-read with its members: it is a team
+    kc, _ = cost(session.scoped(set(), {realm.group_id("/llm/azure")}))
+    assert teams(emulator)[realm.group_id("/llm/azure")]["team_alias"] == "azure"
+    assert kc <= MAX_KEYCLOAK, kc
+
+    legal = realm.create_group("/llm/legal")  # a new team, then a subgroup under it
+    realm.add_user_to_group("dan", "/llm/legal")
+    kc, _ = cost(session.scoped({realm.user_id("dan")}, {legal}))
+    assert team_members(emulator, realm, "/llm/legal") == {realm.user_id("dan")}
+    assert kc <= MAX_KEYCLOAK + 2, kc  # dan's record and groups, legal and its members
+    sub = realm.create_group("/llm/legal/eu")
+    realm.add_user_to_group("cat", "/llm/legal/eu")
+    cost(session.scoped({realm.user_id("cat")}, {sub}))
+    assert realm.user_id("cat") in team_members(emulator, realm, "/llm/legal/eu")
     assert session.reconciler.view == session.fresh_read()
 
 

@@ -8,13 +8,16 @@ real Keycloak is in tests/integration/test_events.py).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syncd.desired import Group, Member, Rules, SourceSnapshot, build, groups_to_read
+from syncd.desired import Group, Member, Rules, SourceSnapshot, build, groups_to_read, walk
 from syncd.fastpath import (
     FreshUser,
     changed_teams,
+    graft,
     member_of,
     missing_members,
     patch,
@@ -146,3 +149,115 @@ def test_the_changed_teams_are_those_where_a_changed_user_changed(
     for tid in set(old.teams) | set(new.teams):
         assert (tid in changed) == (held(old, tid) != held(new, tid)), tid
     assert changed_teams(old, new, set()) == set()
+
+
+# -- grafting re-read subtrees (a group's admin event) -------------------------
+
+
+def shape(groups: list[Group]) -> set[tuple[str, str | None, str]]:
+    """A tree as (id, parent, path) facts, whatever the order of children."""
+    out: set[tuple[str, str | None, str]] = set()
+
+    def visit(group: Group, parent: str | None) -> None:
+        out.add((group.id, parent, group.path))
+        for child in group.children:
+            visit(child, group.id)
+
+    for top in groups:
+        visit(top, None)
+    return out
+
+
+def subtree(groups: list[Group], gid: str) -> Group:
+    return next(g for g in walk(groups) if g.id == gid)
+
+
+def test_a_deleted_group_takes_its_subgroups_with_it_and_the_kept_tree_is_untouched() -> None:
+    kept = tree()
+    grafted = graft(kept, {"a": None})
+    assert grafted is not None
+    assert {g for g, _, _ in shape(grafted)} == {"llm", "b", "x"}
+    assert shape(kept) == shape(tree())
+
+
+def test_a_renamed_group_brings_its_subgroups_new_paths() -> None:
+    after = tree()
+    a = subtree(after, "a")
+    a.name, a.path = "alpha", "/llm/alpha"
+    a.children[0].path = "/llm/alpha/admins"
+    grafted = graft(tree(), {"a": a})
+    assert grafted is not None and shape(grafted) == shape(after)
+
+
+def test_a_group_moved_under_another_leaves_its_old_place() -> None:
+    after = tree()
+    b = subtree(after, "b")
+    subtree(after, "llm").children.remove(b)
+    b.parent_id, b.path = "x", "/other/b"
+    subtree(after, "x").children.append(b)
+    for hinted in ({"b": b}, {"x": subtree(after, "x")}, {"b": b, "x": subtree(after, "x")}):
+        grafted = graft(tree(), hinted)
+        assert grafted is not None and shape(grafted) == shape(after), hinted
+
+
+def test_a_new_group_under_a_new_parent_is_placed_whatever_the_order() -> None:
+    parent = Group("n", "n", "/llm/n", "llm", {}, 1)
+    child = Group("c", "c", "/llm/n/c", "n", {}, 0)
+    parent.children = [child]
+    for hinted in ({"c": child, "n": parent}, {"n": parent, "c": child}):
+        grafted = graft(tree(), hinted)
+        assert grafted is not None
+        assert ("c", "n", "/llm/n/c") in shape(grafted) and len(shape(grafted)) == 7
+
+
+def test_a_group_that_cannot_be_placed_asks_for_the_whole_tree() -> None:
+    orphan = Group("o", "o", "/nowhere/o", "nowhere", {}, 0)
+    assert graft(tree(), {"o": orphan}) is None
+    no_parent_id = Group("o", "o", "/llm/o", None, {}, 0)  # Keycloak before 23
+    assert graft(tree(), {"o": no_parent_id}) is None
+    # torn reads: each group read as the other's child
+    a = Group("p", "p", "/llm/q/p", "q", {}, 1)
+    b = Group("q", "q", "/llm/p/q", "p", {}, 1)
+    a.children, b.children = [replace(b, children=[])], [replace(a, children=[])]
+    assert graft(tree(), {"p": a, "q": b}) is None
+
+
+PARENTS = ["llm", "a", "a-adm", "b", "x", "n1", "n2"]
+
+
+@st.composite
+def forests(draw: st.DrawFn) -> list[Group]:
+    """A random tree over the ids above: each id absent or under an earlier id."""
+    present: dict[str, str | None] = {}
+    for i, gid in enumerate(PARENTS):
+        if draw(st.booleans()):
+            present[gid] = draw(st.sampled_from([None, *[p for p in PARENTS[:i] if p in present]]))
+    names = {gid: draw(st.sampled_from([gid, gid + "2"])) for gid in present}
+    nodes: dict[str, Group] = {}
+    for gid, parent in present.items():
+        path = (nodes[parent].path if parent else "") + "/" + names[gid]
+        nodes[gid] = Group(gid, names[gid], path, parent, {}, 0)
+        if parent:
+            nodes[parent].children.append(nodes[gid])
+            nodes[parent].sub_group_count += 1
+    return [g for g in nodes.values() if g.parent_id is None]
+
+
+@settings(max_examples=300, deadline=None)
+@given(after=forests(), extra=st.sets(st.sampled_from(PARENTS)))
+def test_grafting_the_changed_groups_equals_a_whole_read(
+    after: list[Group], extra: set[str]
+) -> None:
+    """Every group whose own place or name changed (as its admin event would
+    name it), plus any others, re-read: the grafted tree is the new tree."""
+    before = tree()
+    subtree(before, "x").path = "/x"  # tree()'s x is named x but at /other
+    kept = shape(before)
+    old = {g.id: (g.parent_id, g.name) for g in walk(before)}
+    new = {g.id: (g.parent_id, g.name) for g in walk(after)}
+    changed = {gid for gid in old.keys() | new.keys() if old.get(gid) != new.get(gid)} | extra
+    fresh = {gid: next((g for g in walk(after) if g.id == gid), None) for gid in changed}
+    grafted = graft(before, fresh)
+    assert grafted is not None
+    assert shape(grafted) == shape(after)
+    assert shape(before) == kept
