@@ -5,7 +5,7 @@ members added in batches of 25 at concurrency 2, which the real proxy takes
 without expiring), then times, each ``--repeat`` times, median reported:
 
 * reads: ``/v2/team/list``, ``/user/list``, ``/key/list`` (with and without
-  ``return_full_object``) per page size, and ``/team/info``;
+  ``return_full_object``) per page size, ``/team/info`` and ``/user/info``;
 * writes: ``/team/member_add`` per batch size alone, then batches of 25 and
   100 at concurrency 4 and 8 (each to its own team, and all to one team: how
   many were answered 500/503), ``/team/new``, ``/user/new``, ``/key/delete``.
@@ -172,6 +172,9 @@ async def measure(url: str, users: int, teams: int, repeat: int) -> dict[str, An
                     repeat)
         reads["/team/info (10 members)"] = await median_ms(
             lambda: client.get("/team/info", params={"team_id": "team-0001"}), repeat)
+        # A scoped run's row of one user (its teams and keys come with it).
+        reads["/user/info (1 team, 1 key)"] = await median_ms(
+            lambda: client.get("/user/info", params={"user_id": "user-00010"}), repeat)
         writes = out["writes"]
         serial = 0
 
