@@ -574,7 +574,10 @@ def evaluate_targets(doc: dict[str, Any]) -> dict[str, Any]:
     if "incremental" in runs:
         r = runs["incremental"]
         out["incremental wall <= 15 s"] = r["wall_s"] <= 15
-        out["incremental writes == expected"] = r["checks"].get("writes_as_expected", False)
+        as_expected = r["checks"].get("writes_as_expected")
+        if as_expected is None:  # the real proxy: no writes by path, only syncd's count
+            as_expected = r["litellm"]["writes"] == r["litellm"]["writes_expected_total"]
+        out["incremental writes == expected"] = as_expected
     if "initial" in runs:
         out["initial wall <= 60 s"] = runs["initial"]["wall_s"] <= 60
     out["peak RSS <= 200 MB"] = all(r["peak_rss_mb"] <= 200 for r in doc.get("runs", []))
