@@ -216,22 +216,30 @@ class CostMiddleware:
 # Measured on the real LiteLLM 1.110.2 proxy (../shared/real-litellm, PostgreSQL 15,
 # one proxy process) with 10,000 users in 1,000 teams; the table and how it was
 # measured are in the README ("Costs"). Unmeasured routes take the read/write default.
+# Measured on the real LiteLLM 1.110.2 proxy (PostgreSQL 15, one proxy process,
+# 10,000 users in 1,000 teams, a quiet 2-core machine; `python -m bench.costs
+# --target real`, 5 December 2026; the table is in the README, "Costs"): each
+# route's base and per-item figure fitted to the medians of requests sent alone.
+# One worker: the proxy's one Python process is what saturates. Routes not
+# measured (/user/update, /team/update, /team/member_delete, /key/block ...)
+# take `write_ms`, the one-member member_add's figure.
 REAL_1_110_2 = CostModel(
     name="real-1.110.2",
     workers=1,
-    read_ms=15.0,
-    write_ms=25.0,
+    read_ms=85.0,
+    write_ms=90.0,
     tx_timeout_ms=5000.0,
     routes=[
-        RouteCost(path="/v2/team/list", method="GET", base_ms=20.0, per_item_ms=4.0),
-        RouteCost(path="/team/list", method="GET", base_ms=20.0, per_item_ms=4.0),
-        RouteCost(path="/user/list", method="GET", base_ms=20.0, per_item_ms=1.0),
-        RouteCost(path="/key/list", method="GET", base_ms=20.0, per_item_ms=0.5),
-        RouteCost(path="/team/info", method="GET", base_ms=20.0),
-        RouteCost(path="/team/member_add", base_ms=20.0, per_item_ms=10.0),
-        RouteCost(path="/team/new", base_ms=10.0, per_item_ms=30.0),
-        RouteCost(path="/user/new", base_ms=10.0, per_item_ms=15.0),
-        RouteCost(path="/key/delete", base_ms=20.0, per_item_ms=2.0),
+        RouteCost(path="/v2/team/list", method="GET", base_ms=52.0, per_item_ms=0.33),
+        RouteCost(path="/team/list", method="GET", base_ms=52.0, per_item_ms=0.33),
+        RouteCost(path="/user/list", method="GET", base_ms=50.0, per_item_ms=7.3),
+        RouteCost(path="/key/list", method="GET", base_ms=48.0, per_item_ms=0.43),
+        RouteCost(path="/team/info", method="GET", base_ms=86.0),
+        RouteCost(path="/user/info", method="GET", base_ms=275.0),
+        RouteCost(path="/team/member_add", base_ms=52.0, per_item_ms=38.7),
+        RouteCost(path="/team/new", base_ms=10.0, per_item_ms=150.0),
+        RouteCost(path="/user/new", base_ms=10.0, per_item_ms=64.0),
+        RouteCost(path="/key/delete", base_ms=48.0, per_item_ms=7.0),
     ],
 )
 

@@ -280,10 +280,10 @@ async def new_team(
                 },
             )
         costs = emulator.costs
-        if costs.active and data.team_id is not None:
+        if costs.active:
             # new_team checks the id, works, then inserts in a transaction: a create
             # of the same id that inserted meanwhile makes this insert break the key.
-            free = data.team_id not in emulator.state.teams
+            free = data.team_id is not None and data.team_id not in emulator.state.teams
             await costs.spend_items("POST", "/team/new", 1)
             if free and data.team_id in emulator.state.teams:
                 costs.races += 1
@@ -788,13 +788,20 @@ async def team_member_add(
         return apply()
     # _add_team_members_to_team: the transaction opens, then waits for the team's
     # advisory lock, then writes each member; the limit counts from the opening.
+    # The first member write after the limit raises (Prisma's P2028), so an
+    # expired batch stops spending there, and concurrent batches share the
+    # proxy's CPU member by member (each member's writes are awaits on the real
+    # proxy). Nothing of an expired batch is applied.
     started = time.monotonic()
     async with costs.team_lock(data.team_id):
-        await costs.spend_items("POST", "/team/member_add", len(members))
-        expired = costs.tx_expired(started)
-        if expired is not None:  # rolled back: nothing of the batch is applied
-            raise detail_error(500, {"error": f"Unable to add user - {members[0]}, to team - "
-                                              f"{data.team_id}, for reason - {expired}"})
+        for member in [*members, None]:  # None: the commit
+            expired = costs.tx_expired(started)
+            if expired is not None:
+                failed = member if member is not None else members[-1]
+                raise detail_error(500, {"error": f"Unable to add user - {failed}, to team - "
+                                                  f"{data.team_id}, for reason - {expired}"})
+            if member is not None:
+                await costs.spend_items("POST", "/team/member_add", 1)
         return apply()
 
 

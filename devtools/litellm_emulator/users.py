@@ -99,12 +99,13 @@ async def new_user(data: NewUserRequest, emulator: EmulatorDep) -> Any:
     try:
         check_budget_duration(data.budget_duration)
         costs = emulator.costs
-        if costs.active and data.user_id:
+        if costs.active:
             # new_user checks the id, works, then inserts: a racing create of the
             # same id that inserted meanwhile makes this insert break the key.
-            free = data.user_id.strip() not in emulator.state.users
+            wanted = (data.user_id or "").strip()
+            free = bool(wanted) and wanted not in emulator.state.users
             await costs.spend_items("POST", "/user/new", 1)
-            if free and data.user_id.strip() in emulator.state.users:
+            if free and wanted in emulator.state.users:
                 costs.races += 1
                 raise openai_error(500, UNIQUE_MESSAGE.format(field="user_id"))
         with emulator.state.lock:
