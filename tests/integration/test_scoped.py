@@ -126,7 +126,8 @@ def session(realm: KeycloakRealm, emulator: EmulatorAdmin, tmp_path: Path,
 
 @pytest.fixture
 def realm(realm_factory: RealmFactory) -> KeycloakRealm:
-    return realm_factory(groups={**GROUPS, **PADDING_GROUPS, **DEEP_GROUPS}, users=[*USERS, *PADDING_USERS])
+    return realm_factory(groups={**GROUPS, **PADDING_GROUPS, **DEEP_GROUPS},
+                         users=[*USERS, *PADDING_USERS])
 
 
 def cost(report: RunReport) -> tuple[int, int]:
