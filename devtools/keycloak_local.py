@@ -702,6 +702,11 @@ class AdminClient:
                 self._expires_at = time.monotonic() + float(body.get("expires_in", 60)) - 15
             return self._token
 
+    def _send(self, method: str, path: str, params: Mapping[str, Any] | None,
+              json_body: Any, token: str) -> httpx.Response:
+        return self._http.request(method, path, params=params, json=json_body,
+                                  headers={"Authorization": f"Bearer {token}"})
+
     def request(
         self,
         method: str,
@@ -711,14 +716,18 @@ class AdminClient:
         json_body: Any = None,
         ok: Sequence[int] = (),
     ) -> httpx.Response:
-        """Authenticated request to ``/admin/realms...``; raises on errors not in ``ok``."""
-        response = self._http.request(
-            method,
-            path,
-            params=params,
-            json=json_body,
-            headers={"Authorization": f"Bearer {self.token()}"},
-        )
+        """Authenticated request to ``/admin/realms...``; raises on errors not in ``ok``.
+
+        A 401 gets one fresh token and one resend: a cached token can be refused
+        before the expiry computed from its ``expires_in`` (seen once in a full
+        test run on a loaded machine: five tests in a row failed on one token)."""
+        token = self.token()
+        response = self._send(method, path, params, json_body, token)
+        if response.status_code == 401:
+            with self._lock:
+                if self._token == token:
+                    self._token = None
+            response = self._send(method, path, params, json_body, self.token())
         if response.status_code not in ok and response.is_error:
             raise httpx.HTTPStatusError(
                 f"{method} {path} -> {response.status_code}: {response.text[:500]}",
