@@ -97,7 +97,8 @@ def graft(tree: list[Group], fresh: Mapping[str, Group | None]) -> list[Group] |
     subtrees = [t for t in fresh.values() if t is not None]
     inside = {g.id for t in subtrees for g in t.descendants()}
     pending = [t for t in subtrees if t.id not in inside]
-    gone = set(fresh) | {g.id for t in subtrees for g in walk([t])}
+    read = {g.id for t in subtrees for g in walk([t])}
+    gone = set(fresh) | read
     out = _without([_copy(g) for g in tree], gone)
     while pending:
         left = []
@@ -117,7 +118,6 @@ def graft(tree: list[Group], fresh: Mapping[str, Group | None]) -> list[Group] |
             return None
         pending = left
     ids = [g.id for g in walk(out)]
-    read = {g.id for t in subtrees for g in walk([t])}
     if len(ids) != len(set(ids)) or not read <= set(ids):  # torn: read at different moments
         return None
     return out

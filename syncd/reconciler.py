@@ -591,7 +591,7 @@ class Reconciler:
         tree = graft(groups, dict(zip(ids, subtrees, strict=True)))
         if tree is None:
             log.info("group_tree_reread", groups=len(ids),
-                     reason="a changed group's parent is not in the kept tree")
+                     reason="a changed group could not be placed in the kept tree")
             return await reader.read_groups()
         return tree
 

@@ -213,9 +213,6 @@ class CostMiddleware:
         await self.app(scope, replayed, send)
 
 
-# Measured on the real LiteLLM 1.110.2 proxy (../shared/real-litellm, PostgreSQL 15,
-# one proxy process) with 10,000 users in 1,000 teams; the table and how it was
-# measured are in the README ("Costs"). Unmeasured routes take the read/write default.
 # Measured on the real LiteLLM 1.110.2 proxy (PostgreSQL 15, one proxy process,
 # 10,000 users in 1,000 teams, a quiet 2-core machine; `python -m bench.costs
 # --target real`, 5 December 2026; the table is in the README, "Costs"): each
