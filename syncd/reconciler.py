@@ -83,7 +83,14 @@ from syncd.operations import DeleteUser, Op, ReleaseEmail
 from syncd.plan import Plan, Policy, make_plan
 from syncd.report import Names, summary_line
 from syncd.requests import Full, ReconcileRequest, Scoped
-from syncd.view import Rows, differences, overlay, subjects_of, unsettled_teams
+from syncd.view import (
+    Rows,
+    differences,
+    overlay,
+    rows_around,
+    subjects_of,
+    unsettled_teams,
+)
 
 log = structlog.get_logger("syncd.sync")
 
@@ -91,10 +98,10 @@ Mode = Literal["apply", "dry-run", "check"]
 Kind = Literal["full", "scoped"]
 T = TypeVar("T")
 
-SCOPED_READ_LIMIT = 64
-"""LiteLLM rows (one request each) a scoped run may always read; beyond that and
-beyond the pages of a whole read, one whole read is cheaper, and it is what the
-run does instead."""
+SCOPED_READ_LIMIT = 16
+"""LiteLLM rows (one request each) a scoped run may always read one by one;
+beyond that and beyond the requests of a read around the scope
+(`syncd.view.rows_around`), that read is cheaper, and it is what the run does."""
 
 
 # --------------------------------------------------------------------------- report
@@ -599,8 +606,8 @@ class Reconciler:
         self, view: Actual, old: Desired, desired: Desired, scope: Scope
     ) -> Rows | None:
         """The LiteLLM rows a plan for `scope` depends on, read fresh; None when
-        reading them one by one would cost more requests than reading LiteLLM
-        whole (`_row_budget`).
+        listing the scope's users costs as much as reading LiteLLM whole
+        (`_whole_is_cheaper`).
 
         Always the rows of the scope's users and teams. For a change of users
         only, also every team where what those users should be changed (a
@@ -615,18 +622,25 @@ class Reconciler:
         teams = set(scope.teams)
         if not scope.teams:
             teams |= changed_teams(old, desired, scope.users)
-        budget = self._row_budget(view)
-        if len(users) + len(teams) > budget:
-            log.info("scoped_read_whole", rows=len(users) + len(teams), limit=budget)
+        if self._whole_is_cheaper(view, users):
+            log.info("scoped_read_whole", users=len(users), teams=len(teams))
             return None
         return await self._rows(view, users, teams, more_teams=not scope.teams)
 
-    def _row_budget(self, view: Actual) -> int:
-        """Rows worth reading one by one: about what a whole read costs (its pages),
-        and at least `SCOPED_READ_LIMIT`."""
-        page = self.settings.litellm.page_size
-        pages = sum(-(-len(rows) // page) for rows in (view.teams, view.users, view.keys))
-        return max(SCOPED_READ_LIMIT, pages)
+    def _pages(self, rows: int) -> int:
+        return -(-rows // self.settings.litellm.page_size)
+
+    def _whole_is_cheaper(self, view: Actual, users: set[str]) -> bool:
+        """Listing these users' rows costs as many requests as listing everyone's:
+        read LiteLLM whole, which also refreshes the rest of the view."""
+        return self._pages(len(users)) >= max(1, self._pages(len(view.users)))
+
+    def _row_budget(self, view: Actual, users: int) -> int:
+        """Rows worth reading one by one (a request each): at least
+        `SCOPED_READ_LIMIT`, and as many as a read around `users` costs requests
+        (the pages of teams and keys, and of those users' rows)."""
+        around = self._pages(len(view.teams)) + self._pages(len(view.keys)) + self._pages(users)
+        return max(SCOPED_READ_LIMIT, around)
 
     def _litellm_ids(
         self, view: Actual, keycloak_ids: Iterable[str], states: Iterable[Desired]
@@ -653,8 +667,15 @@ class Reconciler:
         """Rows of users and teams, then (`more_teams`) of the other teams where
         the users' fresh rows and the view disagree on who is a member (a
         membership made or removed by hand since the last read;
-        `unsettled_teams`)."""
+        `unsettled_teams`). More rows than `_row_budget` are read around the
+        users instead: every team and key, and those users' rows."""
         target = self.clients.target
+        users, teams = set(users), set(teams)
+        budget = self._row_budget(view, len(users))
+        if len(users) + len(teams) > budget:
+            log.info("litellm_read_around", users=len(users), teams=len(teams),
+                     row_limit=budget)
+            return rows_around(view, *await target.read_around(users))
         rows = await target.read_rows(users, teams)
         more = unsettled_teams(view, rows)
         if more and more_teams:
@@ -771,7 +792,7 @@ class Reconciler:
         gone = {op.user_id for op in attempted if isinstance(op, DeleteUser)}
         teams |= subjects_of(view, gone, ())[1]
         try:
-            if len(users) + len(teams) > self._row_budget(view):
+            if self._whole_is_cheaper(view, users):
                 fresh = await self._read_target(owner_known=True)
                 self.view = fresh
             else:

@@ -9,6 +9,13 @@ always win; a fresh row that differs from the view means LiteLLM changed
 outside syncd (an administrator, another tool), which the view cannot know
 about beyond those rows, so the daemon schedules a full reconcile.
 
+When a scope holds more rows than that is worth, LiteLLM is read *around* it
+(`rows_around`): every team and key by pages, which are cheap, and only the
+scope's user rows, a hundred to a request. On a real 1.110.2 proxy the user
+pages are nine tenths of a whole read (about 0.8 s each at 10,000 users,
+against 0.09 s for a page of teams or keys), so a burst of a few hundred
+people costs seconds there instead of the 90 s of a whole read.
+
 After every run, the subjects its writes touched are re-read the same way, so
 the view is never a guess about what a write did (``/team/member_delete``
 deleting the member's team keys, for one). All of this is pure: the reads
@@ -67,6 +74,44 @@ def _laid_over(kept: Mapping[str, T], fresh: Mapping[str, T | None]) -> dict[str
         else:
             out[ident] = row
     return out
+
+
+def rows_around(
+    view: Actual, users: Mapping[str, User | None], teams: Iterable[Team], keys: Iterable[Key]
+) -> Rows:
+    """`Rows` from a read of every team and every key plus the rows of `users`
+    (`LiteLLMTarget.read_around`), such that `overlay` makes all of the view's
+    teams and keys fresh, and those users.
+
+    A kept team the read lacks is gone. Every user or team that holds a key in
+    the view or in the read gets its fresh keys (none, when its keys were
+    deleted). A user's teams are the fresh rosters naming them, which is what
+    ``/user/info`` would answer, so no roster is left to re-read
+    (`unsettled_teams` finds nothing)."""
+    fresh_teams = {team.team_id: team for team in teams}
+    fresh_keys = list(keys)
+    every_key = (*view.keys.values(), *fresh_keys)
+    holders = {k.user_id for k in every_key if k.user_id is not None} | set(users)
+    bound = {k.team_id for k in every_key if k.team_id is not None} | set(view.teams)
+    bound |= set(fresh_teams)
+    user_keys: dict[str, list[Key]] = {uid: [] for uid in holders}
+    team_keys: dict[str, list[Key]] = {tid: [] for tid in bound}
+    for k in fresh_keys:
+        if k.user_id is not None:
+            user_keys[k.user_id].append(k)
+        if k.team_id is not None:
+            team_keys[k.team_id].append(k)
+    rosters: dict[str, list[str]] = {uid: [] for uid in users}
+    for tid, team in fresh_teams.items():
+        for uid in rosters.keys() & team.members.keys():
+            rosters[uid].append(tid)
+    return Rows(
+        users=dict(users),
+        teams={**{tid: None for tid in view.teams}, **fresh_teams},
+        user_keys={uid: tuple(found) for uid, found in user_keys.items()},
+        team_keys={tid: tuple(found) for tid, found in team_keys.items()},
+        user_teams={uid: tuple(sorted(tids)) for uid, tids in rosters.items()},
+    )
 
 
 def differences(view: Actual, rows: Rows) -> list[str]:

@@ -289,9 +289,10 @@ def test_a_scope_larger_than_a_whole_read_reads_litellm_whole(
     realm_factory: RealmFactory, emulator: EmulatorAdmin, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A renamed group of 70 members puts 71 rows in scope, more than reading
-    LiteLLM whole costs (64 rows at least): the scoped run reads it whole, with
-    the key's owner kept from the full run (no second ``/key/info``)."""
+    """A renamed group of 70 members puts all but one user in scope: listing
+    their rows costs what listing everyone's does, so the scoped run reads
+    LiteLLM whole, with the key's owner kept from the full run (no second
+    ``/key/info``)."""
     big = [{"username": f"b{i:03d}", "email": f"b{i:03d}@example.com", "groups": ["/llm/big"]}
            for i in range(70)]
     realm = realm_factory(groups={"/llm/big": {}}, users=big)
@@ -306,6 +307,39 @@ def test_a_scope_larger_than_a_whole_read_reads_litellm_whole(
         paths = emulator.counters()["paths"]
         assert paths["/v2/team/list"]["reads"] >= 1 and paths["/user/list"]["reads"] >= 1
         assert "/key/info" not in paths, paths
+        assert teams(emulator)[gid]["team_alias"] == "huge"
+        assert s.reconciler.view == s.fresh_read()
+    finally:
+        s.close()
+
+
+def test_a_scope_of_many_people_reads_their_rows_and_every_team_not_everyone(
+    realm_factory: RealmFactory, emulator: EmulatorAdmin, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A renamed group of 40 members among 300 people: 41 rows, more than one
+    by one is worth, so the run lists those 40 users' rows in one request and
+    every team and key by pages (on a real proxy the pages of users are nine
+    tenths of a whole read), not the 3 pages of everyone, and no user alone."""
+    big = [{"username": f"b{i:03d}", "email": f"b{i:03d}@example.com", "groups": ["/llm/big"]}
+           for i in range(40)]
+    rest = [{"username": f"r{i:03d}", "email": f"r{i:03d}@example.com", "groups": ["/llm/rest"]}
+            for i in range(260)]
+    realm = realm_factory(groups={"/llm/big": {}, "/llm/rest": {}}, users=[*big, *rest])
+    s = Session(settings_for(realm, emulator, tmp_path, monkeypatch))
+    try:
+        assert s.full().stats.result == "success"
+        gid = realm.group_id("/llm/big")
+        realm.rename_group("/llm/big", "huge")
+        emulator.reset_counters()
+        report = s.scoped(set(), {gid})
+        assert report.stats.result == "success", report.error
+        assert report.needs_full is None
+        paths = emulator.counters()["paths"]
+        assert paths["/user/list"]["reads"] == 1, paths
+        assert paths["/v2/team/list"]["reads"] >= 1 and paths["/key/list"]["reads"] >= 1
+        assert not {"/user/info", "/key/info"} & set(paths), paths
+        assert paths["/team/info"]["reads"] == 1  # the renamed team, re-read after its write
         assert teams(emulator)[gid]["team_alias"] == "huge"
         assert s.reconciler.view == s.fresh_read()
     finally:
@@ -345,13 +379,19 @@ CHANGES = st.lists(
 )
 
 
+@pytest.mark.parametrize("read", ["row by row", "around the scope"])
 @settings(max_examples=6, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(changes=CHANGES)
 def test_after_every_scoped_run_the_kept_view_is_what_a_full_read_finds(
-    session: Session, realm: KeycloakRealm, changes: list[tuple[str, str, str]]
+    session: Session, realm: KeycloakRealm, monkeypatch: pytest.MonkeyPatch, read: str,
+    changes: list[tuple[str, str, str]],
 ) -> None:
-    """Examples share the realm and run on from whatever state the last left."""
+    """Examples share the realm and run on from whatever state the last left.
+    "around the scope": every scoped read and refresh reads all teams and keys
+    and the scope's user rows (`rows_around`), as large scopes do."""
+    if read == "around the scope":
+        monkeypatch.setattr(Reconciler, "_row_budget", lambda self, view, users: 0)
     if session.reconciler.view is None:
         assert session.full().stats.result == "success"
     uid = realm.user_ids()

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from syncd.model import MANAGED, Actual, Key, Team, TeamSettings, User
-from syncd.view import Rows, differences, overlay, subjects_of, unsettled_teams
+from syncd.view import Rows, differences, overlay, rows_around, subjects_of, unsettled_teams
 
 
 def team(tid: str, *members: str) -> Team:
@@ -79,3 +79,47 @@ def test_overlaying_the_views_own_rows_changes_nothing(users: set[str], teams: s
     )
     assert overlay(VIEW, rows) == VIEW
     assert differences(VIEW, rows) == []
+
+
+def test_a_read_around_some_users_makes_every_team_and_key_fresh() -> None:
+    """t2 was deleted by hand, t3 made by hand; k1 deleted, k9 made; u1 is the
+    user read. The rest of the users stay as kept."""
+    t1 = team("t1", "u1", "u3")
+    t3 = team("t3", "u1")
+    k9 = key("k9", "u2", "t1")
+    rows = rows_around(VIEW, {"u1": User("u1", email="new@example.com")},
+                       [t1, t3], [VIEW.keys["k3"], k9])
+    out = overlay(VIEW, rows)
+    assert out.teams == {"t1": t1, "t3": t3}
+    assert out.keys == {"k3": VIEW.keys["k3"], "k9": k9}
+    assert out.users == {"u1": User("u1", email="new@example.com"), "u2": User("u2")}
+    assert rows.user_teams == {"u1": ("t1", "t3")}
+    assert unsettled_teams(VIEW, rows) == set()
+    assert differences(VIEW, rows) == ["user u1", "team t1", "team t2", "team t3"]
+
+
+TEAMS = st.lists(st.sampled_from(["t1", "t2", "t3"]), unique=True).flatmap(
+    lambda tids: st.tuples(*(
+        st.sets(st.sampled_from(["u1", "u2", "u3"])).map(lambda ms, t=t: team(t, *sorted(ms)))
+        for t in tids
+    ))
+)
+KEYS = st.lists(st.tuples(st.sampled_from(["u1", "u2", "u3", None]),
+                          st.sampled_from(["t1", "t2", "t3", None])), max_size=6).map(
+    lambda owners: [key(f"k{i}", u, t) for i, (u, t) in enumerate(owners) if u or t]
+)
+
+
+@given(TEAMS, KEYS, st.sets(st.sampled_from(["u1", "u2", "u3"])))
+def test_after_a_read_around_the_view_holds_exactly_the_fresh_teams_and_keys(
+    teams: tuple[Team, ...], keys: list[Key], users: set[str]
+) -> None:
+    fresh_users = {u: User(u) for u in users}
+    rows = rows_around(VIEW, fresh_users, teams, keys)
+    out = overlay(VIEW, rows)
+    assert out.teams == {t.team_id: t for t in teams}
+    assert out.keys == {k.token: k for k in keys}
+    assert {u: out.users[u] for u in users} == fresh_users
+    assert unsettled_teams(VIEW, rows) == set()
+    for uid in users:
+        assert set(rows.user_teams[uid]) == {t.team_id for t in teams if uid in t.members}
