@@ -108,6 +108,7 @@ TARGETS = {"p95_s": 2.0, "p50_s": 1.0, "idle_kc_per_min": 60.0, "idle_ll_writes"
            # a third of the ~15,300 Keycloak requests an idle hour cost before issue 20
            "idle_kc_per_hour": 15_300 / 3}
 COUNTS = {"full": {"per_kind": 30, "idle_s": 120.0, "burst": 500},
+          "large": {"per_kind": 30, "idle_s": 120.0, "burst": 500},
           "small": {"per_kind": 3, "idle_s": 20.0, "burst": 50}}
 POLL_SECONDS = EventsSettings().poll_seconds  # syncd's default (not set in the config)
 SEEN_TIMEOUT = 420.0  # a change not seen in 7 minutes (past a full reconcile) is a failure

@@ -78,6 +78,12 @@ SIZES: dict[str, Size] = {
         big_groups=(2_600, 1_800, 1_300, 1_100), memberships=30_000, unmanaged_groups=20,
         key_every=10, membership_changes=50, departures=5,
     ),
+    # Issue 20's large size: ten times the full one, same shape.
+    "large": Size(
+        "large", users=100_000, divisions=100, departments=1_000, managed_groups=10_000,
+        big_groups=(26_000, 18_000, 13_000, 11_000), memberships=300_000,
+        unmanaged_groups=200, key_every=10, membership_changes=50, departures=5,
+    ),
     # CI-sized: same shape, one group larger than a page of 100 members.
     "small": Size(
         "small", users=300, divisions=2, departments=6, managed_groups=30,
