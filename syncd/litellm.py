@@ -47,6 +47,7 @@ ROLLED_BACK_TYPES = frozenset({"no_db_connection"})
 ROLLED_BACK_HINTS = ("transaction already closed", "transaction api error", "expired transaction",
                      "transactionexpired", "unable to start a transaction")
 KEY_GONE = ("key not found",)  # /key/update, /key/block: 404 E3 "Key not found."
+MAX_IDS_CHARS = 6000  # a /user/list?user_ids= list, joined: well inside an 8 KB request line
 UI_SESSION_TEAM = "litellm-dashboard"  # 1.110.2 constants.UI_SESSION_TOKEN_TEAM_ID
 
 
@@ -134,6 +135,21 @@ class KeyOwner:
 
 async def _into(target: list[T], items: Awaitable[list[T]]) -> None:
     target.extend(await items)
+
+
+def id_chunks(ids: Sequence[str], size: int, max_chars: int = MAX_IDS_CHARS) -> list[list[str]]:
+    """`ids` in order, in lists of at most `size` whose comma-joined length is at
+    most `max_chars` (an id longer than that alone gets a list of its own)."""
+    chunks: list[list[str]] = []
+    chars = 0
+    for ident in ids:
+        if chunks and len(chunks[-1]) < size and chars + 1 + len(ident) <= max_chars:
+            chunks[-1].append(ident)
+            chars += 1 + len(ident)
+        else:
+            chunks.append([ident])
+            chars = len(ident)
+    return chunks
 
 
 class LiteLLMClient:
@@ -291,10 +307,10 @@ class LiteLLMClient:
         or more ids exactly (Prisma ``in``) but a lone id as a case-insensitive
         substring, so a lone id is sent twice. An id holding a comma cannot be
         listed at all and is read with ``/user/info``. Rows other than those
-        asked for are dropped, whatever the proxy answers."""
-        plain = [u for u in uids if "," not in u]
-        size = self.page_size
-        chunks = [plain[i:i + size] for i in range(0, len(plain), size)]
+        asked for are dropped, whatever the proxy answers. A request's list
+        stays under `MAX_IDS_CHARS`, so long e-mail ids never make a request
+        line an ingress refuses (nginx's default buffer is 8 KB)."""
+        chunks = id_chunks([u for u in uids if "," not in u], self.page_size)
 
         async def chunk(ids: list[str]) -> list[User]:
             listed = ids if len(ids) > 1 else ids * 2
