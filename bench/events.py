@@ -563,6 +563,10 @@ def propagation_phase(bench: Bench, daemon: Daemon, changes: list[Change],
     rows = []
     order = list(changes)
     rng.shuffle(order)
+    # A refused /chat/completions costs a real proxy's one process tens of ms that
+    # syncd's own requests then wait for: checked less often there (the daemon-side
+    # `write_latency_s` does not depend on it).
+    probe_every = 0.5 if ll.kind == "real" else 0.1
     with bench.keycloak.admin() as admin, ll.admin.client(timeout=30) as http:
         for n, c in enumerate(order, 1):
             if seen(bench, http, c):
@@ -581,7 +585,7 @@ def propagation_phase(bench: Bench, daemon: Daemon, changes: list[Change],
                 if found:
                     ok = True
                     break
-                time.sleep(0.1)
+                time.sleep(probe_every)
             t1 = time.time()
             row = {"kind": c.kind, "user": c.user, "group": c.group,
                    "latency_s": round(t1 - t0, 3) if ok else None,
@@ -600,7 +604,24 @@ def propagation_phase(bench: Bench, daemon: Daemon, changes: list[Change],
     for row in rows:
         end = row["at"] + (row["latency_s"] if row["latency_s"] is not None else SEEN_TIMEOUT)
         row["full_reconcile_during"] = daemon.full_runs_overlapping(row["at"], end) > 0
+    changed = [_ts(e["timestamp"]) for e in daemon.named("change")]
+    add_write_latencies(rows, changed)
     return rows
+
+
+def add_write_latencies(rows: list[dict[str, Any]], change_times: list[float]) -> None:
+    """Each row's `write_latency_s`: from the Keycloak change to the daemon's last
+    ``change`` event (a write LiteLLM answered) before the next change was made.
+
+    Changes are made one at a time, each after the last was seen, so the writes
+    in that window are this change's. This is the latency without the bench's
+    own check: on a real proxy that check (a refused ``/chat/completions``, every
+    0.1 s) shares the proxy's one process with syncd's requests."""
+    ordered = sorted(rows, key=lambda r: r["at"])
+    for row, after in zip(ordered, [*ordered[1:], None], strict=True):
+        end = after["at"] if after is not None else float("inf")
+        last = max((t for t in change_times if row["at"] <= t < end), default=None)
+        row["write_latency_s"] = round(last - row["at"], 3) if last is not None else None
 
 
 def latency_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -610,8 +631,10 @@ def latency_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
         lat = [r["latency_s"] for r in sel if r["latency_s"] is not None]
         clean = [r["latency_s"] for r in sel
                  if r["latency_s"] is not None and not r["full_reconcile_during"]]
+        written = [r["write_latency_s"] for r in sel if r.get("write_latency_s") is not None]
         out[kind] = {
             "n": len(sel), "seen": len(lat),
+            "write_p50_s": percentile(written, 50), "write_p95_s": percentile(written, 95),
             "p50_s": percentile(lat, 50), "p95_s": percentile(lat, 95),
             "max_s": round(max(lat), 2) if lat else None,
             "mean_s": round(statistics.fmean(lat), 2) if lat else None,
