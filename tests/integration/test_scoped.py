@@ -298,19 +298,28 @@ def test_a_scope_larger_than_a_whole_read_reads_litellm_whole(
     realm = realm_factory(groups={"/llm/big": {}}, users=big)
     s = Session(settings_for(realm, emulator, tmp_path, monkeypatch))
     try:
-        assert s.full().stats.result == "success"
-        gid = realm.group_id("/llm/big")
-        realm.rename_group("/llm/big", "huge")
-        emulator.reset_counters()
-        report = s.scoped(set(), {gid})
-        assert report.stats.result == "success", report.error
-        paths = emulator.counters()["paths"]
+        _, paths = rename_big_group(s, realm, emulator)
         assert paths["/v2/team/list"]["reads"] >= 1 and paths["/user/list"]["reads"] >= 1
         assert "/key/info" not in paths, paths
-        assert teams(emulator)[gid]["team_alias"] == "huge"
         assert s.reconciler.view == s.fresh_read()
     finally:
         s.close()
+
+
+def rename_big_group(
+    s: Session, realm: KeycloakRealm, emulator: EmulatorAdmin
+) -> tuple[RunReport, dict[str, Any]]:
+    """After a full run, /llm/big renamed to "huge" and synced by a scoped run:
+    its report and the LiteLLM requests it made, by path."""
+    assert s.full().stats.result == "success"
+    gid = realm.group_id("/llm/big")
+    realm.rename_group("/llm/big", "huge")
+    emulator.reset_counters()
+    report = s.scoped(set(), {gid})
+    assert report.stats.result == "success", report.error
+    assert teams(emulator)[gid]["team_alias"] == "huge"
+    paths: dict[str, Any] = emulator.counters()["paths"]
+    return report, paths
 
 
 def test_a_scope_of_many_people_reads_their_rows_and_every_team_not_everyone(
@@ -328,19 +337,12 @@ def test_a_scope_of_many_people_reads_their_rows_and_every_team_not_everyone(
     realm = realm_factory(groups={"/llm/big": {}, "/llm/rest": {}}, users=[*big, *rest])
     s = Session(settings_for(realm, emulator, tmp_path, monkeypatch))
     try:
-        assert s.full().stats.result == "success"
-        gid = realm.group_id("/llm/big")
-        realm.rename_group("/llm/big", "huge")
-        emulator.reset_counters()
-        report = s.scoped(set(), {gid})
-        assert report.stats.result == "success", report.error
+        report, paths = rename_big_group(s, realm, emulator)
         assert report.needs_full is None
-        paths = emulator.counters()["paths"]
         assert paths["/user/list"]["reads"] == 1, paths
         assert paths["/v2/team/list"]["reads"] >= 1 and paths["/key/list"]["reads"] >= 1
         assert not {"/user/info", "/key/info"} & set(paths), paths
         assert paths["/team/info"]["reads"] == 1  # the renamed team, re-read after its write
-        assert teams(emulator)[gid]["team_alias"] == "huge"
         assert s.reconciler.view == s.fresh_read()
     finally:
         s.close()
