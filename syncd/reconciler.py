@@ -622,7 +622,7 @@ class Reconciler:
         teams = set(scope.teams)
         if not scope.teams:
             teams |= changed_teams(old, desired, scope.users)
-        if self._whole_is_cheaper(view, users):
+        if self._whole_is_cheaper(view, users, teams):
             log.info("scoped_read_whole", users=len(users), teams=len(teams))
             return None
         return await self._rows(view, users, teams, more_teams=not scope.teams)
@@ -630,9 +630,13 @@ class Reconciler:
     def _pages(self, rows: int) -> int:
         return -(-rows // self.settings.litellm.page_size)
 
-    def _whole_is_cheaper(self, view: Actual, users: set[str]) -> bool:
-        """Listing these users' rows costs as many requests as listing everyone's:
-        read LiteLLM whole, which also refreshes the rest of the view."""
+    def _whole_is_cheaper(self, view: Actual, users: set[str], teams: set[str]) -> bool:
+        """Too many rows to read one by one, and listing these users' rows costs
+        as many requests as listing everyone's: read LiteLLM whole, which also
+        refreshes the rest of the view. (A few rows are always read one by one,
+        however small LiteLLM is.)"""
+        if len(users) + len(teams) <= self._row_budget(view, len(users)):
+            return False
         return self._pages(len(users)) >= max(1, self._pages(len(view.users)))
 
     def _row_budget(self, view: Actual, users: int) -> int:
@@ -792,7 +796,7 @@ class Reconciler:
         gone = {op.user_id for op in attempted if isinstance(op, DeleteUser)}
         teams |= subjects_of(view, gone, ())[1]
         try:
-            if self._whole_is_cheaper(view, users):
+            if self._whole_is_cheaper(view, users, teams):
                 fresh = await self._read_target(owner_known=True)
                 self.view = fresh
             else:
