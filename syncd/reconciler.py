@@ -606,8 +606,8 @@ class Reconciler:
         self, view: Actual, old: Desired, desired: Desired, scope: Scope
     ) -> Rows | None:
         """The LiteLLM rows a plan for `scope` depends on, read fresh; None when
-        listing the scope's users costs as much as reading LiteLLM whole
-        (`_whole_is_cheaper`).
+        they are too many to read one by one and listing the scope's users costs
+        as much as reading LiteLLM whole (`_whole_is_cheaper`).
 
         Always the rows of the scope's users and teams. For a change of users
         only, also every team where what those users should be changed (a

@@ -80,7 +80,7 @@ def rows_around(
     view: Actual, users: Mapping[str, User | None], teams: Iterable[Team], keys: Iterable[Key]
 ) -> Rows:
     """`Rows` from a read of every team and every key plus the rows of `users`
-    (`LiteLLMTarget.read_around`), such that `overlay` makes all of the view's
+    (`LiteLLMClient.read_around`), such that `overlay` makes all of the view's
     teams and keys fresh, and those users.
 
     A kept team the read lacks is gone. Every user or team that holds a key in
