@@ -260,21 +260,9 @@ class LiteLLMClient:
         )
 
     async def read(self) -> Actual:
-        team_rows: list[Team] = []
-        user_rows: list[User] = []
-        key_rows: list[Key] = []
-        await all_or_nothing((
-            _into(team_rows, self._paged(
-                "/v2/team/list", "teams", "page_size", parse_team
-            )),
-            _into(user_rows, self._paged(
-                "/user/list", "users", "page_size", parse_user
-            )),
-            _into(key_rows, self._paged(
-                "/key/list", "keys", "size", parse_key,
-                {"return_full_object": "true"},
-            )),
-        ))
+        team_rows, user_rows, key_rows = await self._read_with(
+            self._paged("/user/list", "users", "page_size", parse_user)
+        )
         teams = {t.team_id: t for t in team_rows}
         users = {u.user_id: u for u in user_rows}
         keys = {k.token: k for k in key_rows}
@@ -287,18 +275,26 @@ class LiteLLMClient:
         no such user): LiteLLM whole but for the other users' rows, which are
         what makes a whole read slow on a real proxy (`syncd.view.rows_around`)."""
         uids = sorted(set(user_ids))
+        team_rows, user_rows, key_rows = await self._read_with(self._listed_users(uids))
+        found = {u.user_id: u for u in user_rows}
+        return {uid: found.get(uid) for uid in uids}, team_rows, key_rows
+
+    async def _read_with(
+        self, users: Awaitable[list[User]]
+    ) -> tuple[list[Team], list[User], list[Key]]:
+        """Every team and every key by pages, concurrently with `users`: the
+        whole read and the read around a scope differ only in which users."""
         team_rows: list[Team] = []
         user_rows: list[User] = []
         key_rows: list[Key] = []
         await all_or_nothing((
             _into(team_rows, self._paged("/v2/team/list", "teams", "page_size", parse_team)),
+            _into(user_rows, users),
             _into(key_rows, self._paged(
                 "/key/list", "keys", "size", parse_key, {"return_full_object": "true"},
             )),
-            _into(user_rows, self._listed_users(uids)),
         ))
-        found = {u.user_id: u for u in user_rows}
-        return {uid: found.get(uid) for uid in uids}, team_rows, key_rows
+        return team_rows, user_rows, key_rows
 
     async def _listed_users(self, uids: Sequence[str]) -> list[User]:
         """The rows of `uids`, a hundred to a request: ``GET /user/list?user_ids=a,b``.
