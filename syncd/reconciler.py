@@ -96,6 +96,7 @@ log = structlog.get_logger("syncd.sync")
 
 Mode = Literal["apply", "dry-run", "check"]
 Kind = Literal["full", "scoped"]
+ReadKind = Literal["rows", "around", "whole"]  # how LiteLLM rows are read afresh
 T = TypeVar("T")
 
 SCOPED_READ_LIMIT = 16
@@ -607,7 +608,7 @@ class Reconciler:
     ) -> Rows | None:
         """The LiteLLM rows a plan for `scope` depends on, read fresh; None when
         they are too many to read one by one and listing the scope's users costs
-        as much as reading LiteLLM whole (`_whole_is_cheaper`).
+        as much as reading LiteLLM whole (`_read_kind`).
 
         Always the rows of the scope's users and teams. For a change of users
         only, also every team where what those users should be changed (a
@@ -622,22 +623,26 @@ class Reconciler:
         teams = set(scope.teams)
         if not scope.teams:
             teams |= changed_teams(old, desired, scope.users)
-        if self._whole_is_cheaper(view, users, teams):
+        kind = self._read_kind(view, users, teams)
+        if kind == "whole":
             log.info("scoped_read_whole", users=len(users), teams=len(teams))
             return None
-        return await self._rows(view, users, teams, more_teams=not scope.teams)
+        return await self._rows(view, users, teams, kind, more_teams=not scope.teams)
 
     def _pages(self, rows: int) -> int:
         return -(-rows // self.settings.litellm.page_size)
 
-    def _whole_is_cheaper(self, view: Actual, users: set[str], teams: set[str]) -> bool:
-        """Too many rows to read one by one, and listing these users' rows costs
-        as many requests as listing everyone's: read LiteLLM whole, which also
-        refreshes the rest of the view. (A few rows are always read one by one,
-        however small LiteLLM is.)"""
+    def _read_kind(self, view: Actual, users: set[str], teams: set[str]) -> ReadKind:
+        """How to read these rows afresh: one by one within `_row_budget`
+        (however small LiteLLM is); beyond it, around the users (every team
+        and key, and their rows), unless listing their rows costs as many
+        requests as listing everyone's: then whole, which also refreshes the
+        rest of the view."""
         if len(users) + len(teams) <= self._row_budget(view, len(users)):
-            return False
-        return self._pages(len(users)) >= max(1, self._pages(len(view.users)))
+            return "rows"
+        if self._pages(len(users)) >= max(1, self._pages(len(view.users))):
+            return "whole"
+        return "around"
 
     def _row_budget(self, view: Actual, users: int) -> int:
         """Rows worth reading one by one (a request each): at least
@@ -665,20 +670,18 @@ class Reconciler:
         return out
 
     async def _rows(
-        self, view: Actual, users: Iterable[str], teams: Iterable[str], *,
+        self, view: Actual, users: set[str], teams: set[str], kind: ReadKind, *,
         more_teams: bool = True,
     ) -> Rows:
         """Rows of users and teams, then (`more_teams`) of the other teams where
         the users' fresh rows and the view disagree on who is a member (a
         membership made or removed by hand since the last read;
-        `unsettled_teams`). More rows than `_row_budget` are read around the
-        users instead: every team and key, and those users' rows."""
+        `unsettled_teams`). Read `around` the users instead: every team and
+        key, and those users' rows."""
         target = self.clients.target
-        users, teams = set(users), set(teams)
-        budget = self._row_budget(view, len(users))
-        if len(users) + len(teams) > budget:
+        if kind == "around":
             log.info("litellm_read_around", users=len(users), teams=len(teams),
-                     row_limit=budget)
+                     row_limit=self._row_budget(view, len(users)))
             return rows_around(view, *await target.read_around(users))
         rows = await target.read_rows(users, teams)
         more = unsettled_teams(view, rows)
@@ -796,11 +799,12 @@ class Reconciler:
         gone = {op.user_id for op in attempted if isinstance(op, DeleteUser)}
         teams |= subjects_of(view, gone, ())[1]
         try:
-            if self._whole_is_cheaper(view, users, teams):
+            kind = self._read_kind(view, users, teams)
+            if kind == "whole":
                 fresh = await self._read_target(owner_known=True)
                 self.view = fresh
             else:
-                self.view = overlay(view, await self._rows(view, users, teams))
+                self.view = overlay(view, await self._rows(view, users, teams, kind))
         except (TargetReadError, asyncio.CancelledError) as exc:
             self.view = None
             facts.needs_full = "the kept view of LiteLLM could not be refreshed after writing"
