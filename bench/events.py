@@ -616,7 +616,7 @@ def add_write_latencies(rows: list[dict[str, Any]], change_times: list[float]) -
     Changes are made one at a time, each after the last was seen, so the writes
     in that window are this change's. This is the latency without the bench's
     own check: on a real proxy that check (a refused ``/chat/completions``, every
-    0.1 s) shares the proxy's one process with syncd's requests."""
+    0.5 s there) shares the proxy's one process with syncd's requests."""
     ordered = sorted(rows, key=lambda r: r["at"])
     for row, after in zip(ordered, [*ordered[1:], None], strict=True):
         end = after["at"] if after is not None else float("inf")
